@@ -1,0 +1,38 @@
+# fmrivid: two commands a user needs.
+#   make demo   create .venv, install pinned dependencies, run the demo DAG, write results/report.zip
+#   make test   create .venv, install pinned dependencies, run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+CONFIG ?= config/config.yaml
+
+.PHONY: install demo report test dry-run lint clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.zip
+	@echo "report: results/report.zip"
+
+report: install
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.zip
+
+dry-run: install
+	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+lint: install
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+test: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf results/* .snakemake

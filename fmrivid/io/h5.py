@@ -1,0 +1,71 @@
+"""HDF5 feature store: one file per feature, rows keyed by clip id.
+
+Layout of a feature file::
+
+    /clip_id    (N,) variable-length UTF-8 strings
+    /features   (N, ...) array (float32 embeddings, uint8 frames, ...)
+    attrs       model id, revision, dtype, settings (JSON-serialisable values)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from fmrivid.errors import InputError
+from fmrivid.io.atomic import atomic_path
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def _attr_value(value):
+    if isinstance(value, (str, int, float, bool, np.integer, np.floating)):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def write_features(path, clip_ids, features, attrs=None, compression="gzip"):
+    """Write ``features`` (N, ...) with their ``clip_ids`` atomically to ``path``."""
+    features = np.asarray(features)
+    clip_ids = [str(c) for c in clip_ids]
+    if len(clip_ids) != features.shape[0]:
+        raise ValueError(
+            f"write_features({path}): {len(clip_ids)} clip ids for {features.shape[0]} rows"
+        )
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("clip_id", data=np.array(clip_ids, dtype=object), dtype=_STR)
+            f.create_dataset("features", data=features, compression=compression)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+
+
+def read_features(path, clip_ids=None):
+    """Read a feature file; optionally select and order rows by ``clip_ids``.
+
+    Returns
+    -------
+    ids : list of str
+    features : ndarray
+    attrs : dict
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "an HDF5 feature file", "no such file")
+    with h5py.File(path, "r") as f:
+        if "clip_id" not in f or "features" not in f:
+            raise InputError(path, "datasets 'clip_id' and 'features'", f"keys {sorted(f.keys())}")
+        ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][()]]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        if clip_ids is None:
+            return ids, f["features"][()], attrs
+        index = {c: i for i, c in enumerate(ids)}
+        missing = [c for c in clip_ids if c not in index]
+        if missing:
+            raise InputError(path, f"rows for clips {missing[:5]}", f"{len(ids)} clips without them")
+        rows = np.array([index[c] for c in clip_ids], dtype=int)
+        data = f["features"][()][rows] if len(rows) else f["features"][()][:0]
+        return list(clip_ids), data, attrs

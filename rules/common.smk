@@ -1,0 +1,108 @@
+# Helper functions only (no rules): config validation, dataset layout, paths, code hashes.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.exceptions import WorkflowError
+
+import fmrivid.config
+import fmrivid.errors
+from fmrivid.io import bids
+from fmrivid.utils import code_hash
+
+try:
+    _validated = fmrivid.config.validate(
+        config, fmrivid.config.load_schema(Path(workflow.basedir) / "config/schema/config.schema.yaml")
+    )
+except fmrivid.errors.ConfigError as err:
+    raise WorkflowError(str(err))
+config.clear()
+config.update(_validated)
+
+RESULTS = config["results_dir"]
+DATASET = config["dataset"]
+ROOT = DATASET["root"]
+SIMULATE = DATASET["simulate"]
+
+if SIMULATE:
+    import fmrivid.simulate
+
+    _plan = fmrivid.simulate.plan(config["simulate"])
+    SUBJECTS = list(_plan["subjects"])
+    RUNS = list(_plan["runs"])
+    TASK = _plan["task"]
+    TR = float(_plan["tr"])
+    STIMULUS_FILES = [f"{ROOT}/stimuli/{c}.mp4" for c in _plan["clip_ids"]]
+else:
+    SUBJECTS = [str(s) for s in DATASET["subjects"]]
+    RUNS = [str(r) for r in DATASET["runs"]]
+    TASK = DATASET["task"]
+    TR = float(DATASET["tr"])
+    if not SUBJECTS or not RUNS:
+        raise WorkflowError("config key 'dataset.subjects' / 'dataset.runs': expected non-empty lists "
+                            "when dataset.simulate is false; found "
+                            f"subjects={SUBJECTS!r}, runs={RUNS!r}")
+    try:
+        for _s in SUBJECTS:
+            bids.check_runs_exist([bids.run_paths(ROOT, _s, TASK, _r) for _r in RUNS])
+        _table_path = Path(ROOT) / DATASET["stimuli_table"]
+        _table = bids.read_stimulus_table(_table_path)
+    except fmrivid.errors.FmrividError as err:
+        raise WorkflowError(str(err))
+    STIMULUS_FILES = [str(_table_path.parent / f) for f in _table["file"]]
+
+STIMULUS_TABLE = f"{ROOT}/{DATASET['stimuli_table']}"
+DECODE_TARGETS = list(config["decode"]["targets"])
+GENERATOR = f"{RESULTS}/models/generator"
+METHOD = config["generate"]["method"]
+
+
+def run_files(kind):
+    """Input function: the `kind` file (bold, sidecar, events) of every run of a subject."""
+
+    def _files(wildcards):
+        return [str(getattr(bids.run_paths(ROOT, wildcards.sub, TASK, r), kind)) for r in RUNS]
+
+    return _files
+
+
+def all_run_files():
+    """Every raw file of every subject's runs (for checksums in the provenance page)."""
+    files = []
+    for s in SUBJECTS:
+        for r in RUNS:
+            run = bids.run_paths(ROOT, s, TASK, r)
+            files += [str(run.bold), str(run.sidecar), str(run.events)]
+    return files
+
+
+def res(path):
+    """A path under the results directory."""
+    return f"{RESULTS}/{path}"
+
+
+def log_path(name):
+    return f"{RESULTS}/logs/{name}.log"
+
+
+def bench_path(name):
+    return f"{RESULTS}/benchmarks/{name}.tsv"
+
+
+def mem(base_mb):
+    """Memory request that grows with each retry, so --retries recovers from OOM kills."""
+    return lambda wildcards, attempt: base_mb * attempt
+
+
+def final_outputs():
+    return [
+        res("tables/metrics.tsv"),
+        res("tables/summary.tsv"),
+        res("report/metrics.png"),
+        res("report/training_curves.png"),
+        res("report/provenance.yaml"),
+        *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
+        *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
+        *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
+    ]

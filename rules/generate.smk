@@ -1,0 +1,79 @@
+# The demo generator (a tiny VAE + UNet3D trained on the training clips) and generation from decoded features.
+
+
+rule train_demo_vae:
+    input:
+        frames=res("features/frames.h5"),
+        splits=res("splits.tsv"),
+    output:
+        directory(f"{GENERATOR}/vae"),
+    params:
+        cfg=config["generate"],
+        seed=config["seed"],
+        code=code_hash("generate", "io"),
+    log:
+        log_path("train_demo_vae"),
+    benchmark:
+        bench_path("train_demo_vae")
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem(6000),
+        runtime=60,
+        gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    script:
+        "../workflow_scripts/train_demo_vae.py"
+
+
+rule train_demo_unet:
+    input:
+        frames=res("features/frames.h5"),
+        text=res("features/text.h5"),
+        splits=res("splits.tsv"),
+        vae=f"{GENERATOR}/vae",
+    output:
+        directory(f"{GENERATOR}/diffusion"),
+    params:
+        cfg=config["generate"],
+        seed=config["seed"],
+        code=code_hash("generate", "io"),
+    log:
+        log_path("train_demo_unet"),
+    benchmark:
+        bench_path("train_demo_unet")
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem(8000),
+        runtime=120,
+        gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    script:
+        "../workflow_scripts/train_demo_unet.py"
+
+
+rule generate:
+    input:
+        pred=res("predictions/ridge/sub-{sub}_text.h5"),
+        vae=f"{GENERATOR}/vae",
+        diffusion=f"{GENERATOR}/diffusion",
+    output:
+        res("recon/{method}/sub-{sub}.h5"),
+    params:
+        cfg=config["generate"],
+        seed=config["seed"],
+        code=code_hash("generate", "io"),
+    log:
+        log_path("generate_{method}_sub-{sub}"),
+    benchmark:
+        bench_path("generate_{method}_sub-{sub}")
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem(6000),
+        runtime=60,
+        gpu=1,
+    script:
+        "../workflow_scripts/generate.py"

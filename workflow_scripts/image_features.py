@@ -1,0 +1,12 @@
+"""Rule image_features: CLIP image embeddings of every clip."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from fmrivid import stages  # noqa: E402
+from fmrivid.utils import run_stage  # noqa: E402
+
+run_stage(stages.run_image_features, snakemake.log[0], snakemake.threads,
+          frames_path=snakemake.input.frames, model=snakemake.params.model, which=snakemake.params.which,
+          batch_size=snakemake.params.batch_size, device=snakemake.params.device, seed=snakemake.params.seed,
+          out_path=snakemake.output[0])

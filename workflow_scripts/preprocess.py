@@ -1,0 +1,12 @@
+"""Rule preprocess: validated, cleaned, lagged, selected samples of one subject."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from fmrivid import stages  # noqa: E402
+from fmrivid.utils import run_stage  # noqa: E402
+
+run_stage(stages.run_preprocess, snakemake.log[0], snakemake.threads,
+          bold=list(snakemake.input.bold), sidecar=list(snakemake.input.sidecar),
+          events=list(snakemake.input.events), runs=list(snakemake.params.runs), subject=snakemake.wildcards.sub, tr=snakemake.params.tr, splits_path=snakemake.input.splits,
+          cfg=dict(snakemake.params.cfg), out_h5=snakemake.output.h5, out_qc=snakemake.output.qc)

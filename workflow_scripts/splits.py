@@ -1,0 +1,10 @@
+"""Rule splits: the train/test split, decided once from the stimulus table."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from fmrivid import stages  # noqa: E402
+from fmrivid.utils import run_stage  # noqa: E402
+
+run_stage(stages.run_splits, snakemake.log[0], snakemake.threads,
+          table_path=snakemake.input.table, out_path=snakemake.output[0])

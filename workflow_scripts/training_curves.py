@@ -1,0 +1,10 @@
+"""Rule training_curves: loss curves of the trained models."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from fmrivid import stages  # noqa: E402
+from fmrivid.utils import run_stage  # noqa: E402
+
+run_stage(stages.run_training_curves, snakemake.log[0], snakemake.threads,
+          dirs={"vae": snakemake.input.vae, "unet": snakemake.input.diffusion}, out_path=snakemake.output[0])

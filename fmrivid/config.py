@@ -108,3 +108,16 @@ def describe(schema=None, prefix=""):
             yield from describe(sub, prefix=full + ".")
         else:
             yield full, typ, default, sub.get("description", "")
+
+
+def markdown_table(schema=None):
+    """The config reference as a Markdown table (README.md embeds it; a test keeps them equal)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, typ, default, desc in describe(schema):
+        shown = "" if default == "" else f"`{default}`"
+        lines.append(f"| `{key}` | {typ} | {shown} | {' '.join(str(desc).split())} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m fmrivid.config  -> print the reference table
+    print(markdown_table(), end="")

@@ -73,7 +73,7 @@ def run_frames(splits_path, n_frames, size, out_path, log=print):
     from fmrivid.features.frames import extract_frames
 
     splits = read_splits(splits_path)
-    ids, frames = extract_frames(splits.assign(file=splits["file"]), "/", n_frames, size)
+    ids, frames = extract_frames(splits, ".", n_frames, size)
     write_features(out_path, ids, frames, {"kind": "frames", "n_frames": n_frames, "size": size,
                                            "dtype": "uint8", "storage": "lossless"})
     log(f"frames: {frames.shape}")

@@ -12,6 +12,17 @@ import shutil
 from pathlib import Path
 
 
+COMPOUND_SUFFIXES = (".nii.gz", ".tar.gz", ".dtseries.nii", ".func.gii", ".surf.gii")
+
+
+def _suffix(name):
+    """The extension libraries dispatch on: compound ones (.nii.gz) kept whole."""
+    for compound in COMPOUND_SUFFIXES:
+        if name.endswith(compound) and len(name) > len(compound):
+            return compound
+    return Path(name).suffix
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix_keep=True):
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
@@ -30,10 +41,8 @@ def atomic_path(path, suffix_keep=True):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tag = f".tmp-{os.getpid()}"
-    if suffix_keep and path.suffix:
-        tmp = path.with_name(path.stem + tag + path.suffix)
-    else:
-        tmp = path.with_name(path.name + tag)
+    suffix = _suffix(path.name) if suffix_keep else ""
+    tmp = path.with_name(path.name[: len(path.name) - len(suffix)] + tag + suffix)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -38,7 +38,10 @@ def detrend_standardize(data, order=4, standardize="zscore_sample"):
     if n <= order + 1:
         raise ValueError(f"detrend order {order} needs more than {order + 1} volumes; got {n}")
     q = polynomial_basis(n, order).astype(np.float32)
-    resid = data - q @ (q.T @ data)
+    # Centre first (mean accumulated in float64) so that the float32 projection works on small numbers:
+    # BOLD sits on a baseline of hundreds, where float32 cancellation would cost ~1e-4.
+    resid = data - data.mean(axis=0, dtype=np.float64).astype(np.float32)
+    resid -= q @ (q.T @ resid)
     if standardize == "none":
         return resid
     ddof = 1 if standardize == "zscore_sample" else 0

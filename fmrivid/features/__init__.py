@@ -1,0 +1,24 @@
+"""Stimulus features: frames sampled from videos and model embeddings of them.
+
+``frames``
+    :func:`~fmrivid.features.frames.extract_clip_frames`,
+    :func:`~fmrivid.features.frames.extract_frames`: uint8 frame stacks.
+``embed``
+    :func:`~fmrivid.features.embed.image_embeddings` (CLIP image),
+    :func:`~fmrivid.features.embed.text_embeddings` (sentence encoder or CLIP text),
+    :func:`~fmrivid.features.embed.vae_latents` (AutoencoderKL latents).
+
+Models come from :func:`fmrivid.models.load`; results are stored with
+:func:`fmrivid.io.h5.write_features`, with ``LoadedModel.info`` as attrs.
+"""
+
+from fmrivid.features.embed import image_embeddings, text_embeddings, vae_latents
+from fmrivid.features.frames import extract_clip_frames, extract_frames
+
+__all__ = [
+    "extract_clip_frames",
+    "extract_frames",
+    "image_embeddings",
+    "text_embeddings",
+    "vae_latents",
+]

@@ -1,0 +1,245 @@
+"""Sample frames from stimulus videos: n frames per clip, square, uint8.
+
+Timing convention: a clip of length ``L`` seconds is cut into ``n_frames``
+equal intervals and the frame shown at the start of each interval is taken,
+i.e. the clip is resampled to ``n_frames / L`` fps starting at its first frame
+(the convention of the CC2017 papers: 6 frames of a 2-s, 30-fps clip are
+frames 0, 10, ..., 50). Frame ``i`` is the one shown during
+``[i / fps, (i + 1) / fps)``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fmrivid.errors import InputError
+from fmrivid.io.video import read_video
+
+__all__ = ["extract_clip_frames", "extract_frames", "frame_indices"]
+
+_EPS = 1e-6
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer; found {value!r}")
+    return int(value)
+
+
+def frame_indices(n_video_frames, fps, n_frames, duration=None, start=0.0, path="<video>"):
+    """Indices of the frames sampled from a decoded video.
+
+    Parameters
+    ----------
+    n_video_frames : int
+        Number of decoded frames ``T``.
+    fps : float
+        Frame rate (only needed when ``duration`` or ``start`` is given).
+    n_frames : int
+        How many frames to sample.
+    duration : float, optional
+        Clip length in seconds from ``start``; default: to the end of the video.
+    start : float
+        Clip start in seconds.
+    path : str or Path
+        Named in errors.
+
+    Returns
+    -------
+    ndarray of int, shape (n_frames,)
+        Non-decreasing indices in ``[0, T)`` (repeated when the clip has fewer
+        frames than ``n_frames``).
+
+    Raises
+    ------
+    InputError
+        The video is shorter than ``start + duration`` or its fps is unknown.
+    """
+    n_frames = _check_positive_int("n_frames", n_frames)
+    if duration is None and not start:
+        first, span = 0.0, float(n_video_frames)
+    else:
+        if not fps or fps <= 0:
+            raise InputError(path, "a known frame rate to cut a clip in seconds",
+                             f"fps={fps!r}")
+        length = n_video_frames / fps
+        if duration is not None and not (duration > 0):
+            raise ValueError(f"duration: expected a positive number of seconds; found {duration!r}")
+        end = length if duration is None else start + duration
+        if start < 0 or end > length + 0.5 / fps:
+            raise InputError(
+                path, f"a video covering {start:g}-{end:g} s",
+                f"{n_video_frames} frames at {fps:g} fps = {length:.3f} s",
+            )
+        first, span = start * fps, (end - start) * fps
+    steps = np.floor(first + np.arange(n_frames) * (span / n_frames) + _EPS).astype(int)
+    return np.clip(steps, 0, n_video_frames - 1)
+
+
+def _resize(frames, size):
+    import cv2
+
+    if frames.shape[1:3] == (size, size):
+        return np.ascontiguousarray(frames)
+    return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def _check_complete(path, n_decoded):
+    """Refuse a file whose container announces more frames than could be decoded."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        announced = capture.get(cv2.CAP_PROP_FRAME_COUNT) if capture.isOpened() else -1
+    finally:
+        capture.release()
+    if announced > 0 and n_decoded < announced - max(2.0, 0.05 * announced):
+        raise InputError(
+            path, f"{int(announced)} frames (as the container header says)",
+            f"only {n_decoded} decodable frames: the file looks truncated",
+        )
+
+
+def _load_video(path):
+    video, fps = read_video(path)
+    _check_complete(path, len(video))
+    return video, fps
+
+
+def _sample(video, fps, path, n_frames, size, duration, start):
+    index = frame_indices(len(video), fps, n_frames, duration, start, path)
+    return _resize(video[index], size)
+
+
+def extract_clip_frames(video_path, n_frames, size, duration=None, *, start=0.0):
+    """Sample ``n_frames`` frames uniformly over a clip and resize them to a square.
+
+    Parameters
+    ----------
+    video_path : str or Path
+        Any video ffmpeg reads.
+    n_frames : int
+        Frames to sample (see the module docstring for the timing convention).
+    size : int
+        Output side in pixels; frames are resized to ``size x size`` with area
+        interpolation (no crop: non-square videos are squeezed).
+    duration : float, optional
+        Use the first ``duration`` seconds after ``start`` instead of the whole video.
+    start : float
+        Clip start in seconds (default 0).
+
+    Returns
+    -------
+    ndarray of uint8, shape (n_frames, size, size, 3)
+
+    Raises
+    ------
+    InputError
+        Naming the file: missing, unreadable or truncated video, or a video
+        shorter than ``start + duration``.
+    """
+    size = _check_positive_int("size", size)
+    video, fps = _load_video(video_path)
+    return _sample(video, fps, video_path, n_frames, size, duration, start)
+
+
+def _read_table(table):
+    import pandas as pd
+
+    if isinstance(table, pd.DataFrame):
+        return table, "<stimulus table>"
+    path = Path(table)
+    if not path.is_file():
+        raise InputError(path, "a stimulus table (TSV or CSV)", "no such file")
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    return pd.read_csv(path, sep=sep, dtype={"clip_id": str, "file": str}), str(path)
+
+
+def _check_table(table, name, columns):
+    missing = [c for c in columns if c is not None and c not in table.columns]
+    if missing:
+        raise InputError(name, f"columns {[c for c in columns if c]}",
+                         f"columns {list(table.columns)} (missing {missing})")
+    ids = table["clip_id"].astype(str)
+    duplicated = sorted(set(ids[ids.duplicated()]))
+    if duplicated:
+        raise InputError(name, "unique clip_id values", f"duplicates {duplicated[:5]}")
+
+
+def _row_seconds(table, column, row, name, clip_id):
+    if column is None:
+        return None
+    value = table[column].iloc[row]
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise InputError(name, f"a number of seconds in column {column!r} for clip {clip_id!r}",
+                         repr(table[column].iloc[row]))
+    return value
+
+
+def extract_frames(table, root, n_frames, size, duration_col=None, *, start_col=None):
+    """Sample frames of every clip of a stimulus table.
+
+    Each video file is decoded once, however many clips (rows) point to it.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or str or Path
+        Columns ``clip_id`` and ``file`` (relative to ``root``); optionally the
+        columns named by ``duration_col`` / ``start_col`` (seconds). A path is
+        read as TSV (or CSV for ``.csv``).
+    root : str or Path
+        Directory the ``file`` column is relative to.
+    n_frames, size : int
+        As in :func:`extract_clip_frames`.
+    duration_col : str, optional
+        Column holding each clip's duration in seconds (default: whole video).
+    start_col : str, optional
+        Column holding each clip's start in seconds (default: 0).
+
+    Returns
+    -------
+    clip_ids : list of str
+        In table order.
+    frames : ndarray of uint8, shape (N, n_frames, size, size, 3)
+
+    Raises
+    ------
+    InputError
+        Bad table, or a bad video; the message names the file and the clip.
+    """
+    n_frames = _check_positive_int("n_frames", n_frames)
+    size = _check_positive_int("size", size)
+    table, name = _read_table(table)
+    _check_table(table, name, ["clip_id", "file", duration_col, start_col])
+    clip_ids = [str(c) for c in table["clip_id"]]
+    files = [str(f) for f in table["file"]]
+    out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    by_file = {}
+    for row, file in enumerate(files):
+        by_file.setdefault(file, []).append(row)
+    for file, rows in by_file.items():
+        path = Path(root) / file
+        video, fps = _with_clips(_load_video, [clip_ids[r] for r in rows], path)
+        for row in rows:
+            duration = _row_seconds(table, duration_col, row, name, clip_ids[row])
+            start = _row_seconds(table, start_col, row, name, clip_ids[row]) or 0.0
+            out[row] = _with_clips(_sample, [clip_ids[row]], video, fps, path, n_frames, size,
+                                   duration, start)
+    return clip_ids, out
+
+
+def _with_clips(func, clips, *args):
+    """Call ``func(*args)``; add the clip ids to the message of an InputError."""
+    try:
+        return func(*args)
+    except InputError as exc:
+        more = "..." if len(clips) > 5 else ""
+        label = f"clip {clips[0]!r}" if len(clips) == 1 else f"clips {clips[:5]}{more}"
+        raise InputError(exc.path, exc.expected, f"{exc.found} [{label}]") from None

@@ -1,0 +1,39 @@
+import pytest
+
+import fmrivid.config as fc
+from fmrivid.errors import ConfigError
+
+
+def test_defaults_are_filled_and_documented():
+    cfg = fc.validate({})
+    assert cfg["preprocess"]["selection"]["method"] == "reliability"
+    assert cfg["decode"]["targets"] == ["text", "image", "vae"]
+    rows = list(fc.describe())
+    assert len(rows) > 40
+    undocumented = [key for key, _, _, desc in rows if not desc.strip()]
+    assert undocumented == []
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'decode\.alpah'"):
+        fc.validate({"decode": {"alpah": [1.0]}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'preprocesss'"):
+        fc.validate({"preprocesss": {}})
+
+
+def test_wrong_value_is_named():
+    with pytest.raises(ConfigError, match=r"'preprocess\.selection\.method': expected one of"):
+        fc.validate({"preprocess": {"selection": {"method": "magic"}}})
+    with pytest.raises(ConfigError, match=r"'dataset\.tr'"):
+        fc.validate({"dataset": {"tr": -2}})
+
+
+def test_shipped_configs_validate():
+    for name in ("config.yaml", "test.yaml"):
+        cfg = fc.load(fc.SCHEMA_PATH.parent.parent / name)
+        assert cfg["dataset"]["simulate"] is True
+
+
+def test_readme_config_reference_is_current():
+    readme = (fc.SCHEMA_PATH.parents[2] / "README.md").read_text()
+    assert fc.markdown_table() in readme, "README config reference is stale: run python -m fmrivid.config"

@@ -184,7 +184,7 @@ def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, log=pri
     ids, pred, _ = read_features(pred_path)
     full = _generator_cfg(cfg)
     seeds = [clip_seed(seed, c) for c in ids]
-    video = generate(vae_dir, Path(diffusion_dir) / "unet", prepare_condition(pred), seeds, full["sample"],
+    video = generate(vae_dir, diffusion_dir, prepare_condition(pred), seeds, full["sample"],
                      device=resolve_device(cfg["device"], log), log=log)
     write_features(out_path, ids, video, {"method": cfg["method"], "condition": cfg["condition"],
                                           "seeds": json.dumps(seeds), "storage": "lossless uint8"})
@@ -203,9 +203,10 @@ def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subj
     n_boot = cfg["n_boot"]
     rows = []
     shuffle = derangement(len(ids), seed)
-    for name, fn in (("ssim_rgb_uniform", pixel.ssim_rgb_uniform), ("psnr", pixel.psnr),
-                     ("pixcorr", pixel.pixcorr)):
-        variant = pixel.VARIANTS.get(name, name)
+    size = f"{gt.shape[2]}px"
+    for name, fn, variant in (("ssim_rgb_uniform", pixel.ssim_rgb_uniform, f"rgb_win7_uniform_dr255_{size}"),
+                              ("psnr", pixel.psnr, f"rgb_dr255_{size}"),
+                              ("pixcorr", pixel.pixcorr, f"rgb_flat_{size}")):
         rows.append(summarise(subject, method, name, variant, fn(gt, rec), seed, n_boot=n_boot))
         rows.append(summarise(subject, "shuffled_gt", name, variant, fn(gt[shuffle], rec), seed,
                               n_boot=n_boot))

@@ -37,3 +37,12 @@ def test_shipped_configs_validate():
 def test_readme_config_reference_is_current():
     readme = (fc.SCHEMA_PATH.parents[2] / "README.md").read_text()
     assert fc.markdown_table() in readme, "README config reference is stale: run python -m fmrivid.config"
+
+
+def test_generator_schema_defaults_match_code():
+    from fmrivid.generate import default_config, tiny_config
+
+    cfg = fc.validate({})["generate"]
+    assert {k: cfg[k] for k in ("vae", "unet", "sample")} == default_config()
+    test_cfg = fc.load(fc.SCHEMA_PATH.parent.parent / "test.yaml")["generate"]
+    assert {k: test_cfg[k] for k in ("vae", "unet", "sample")} == tiny_config()

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from fmrivid import stages
+from fmrivid.errors import InputError
+from fmrivid.utils import Logger, clip_seed, code_hash, run_stage
+
+
+def test_code_hash_tracks_module_content(tmp_path, monkeypatch):
+    import fmrivid.utils as u
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "sub" / "a.py").write_text("x = 1\n")
+    (pkg / "b.py").write_text("y = 2\n")
+    monkeypatch.setattr(u, "PACKAGE_DIR", pkg)
+    h1, hb = code_hash("sub"), code_hash("b.py")
+    (pkg / "sub" / "a.py").write_text("x = 2\n")
+    assert code_hash("sub") != h1 and code_hash("b.py") == hb
+    with pytest.raises(FileNotFoundError):
+        code_hash("missing")
+
+
+def test_real_code_hashes_are_stable():
+    assert code_hash("preprocess", "io") == code_hash("preprocess", "io")
+    assert code_hash("preprocess") != code_hash("metrics")
+
+
+def test_clip_seed_depends_on_seed_and_clip_only():
+    assert clip_seed(0, "test001") == clip_seed(0, "test001")
+    assert clip_seed(0, "test001") != clip_seed(0, "test002")
+    assert clip_seed(1, "test001") != clip_seed(0, "test001")
+
+
+def test_run_stage_turns_input_errors_into_one_line(tmp_path, capsys):
+    def bad(log):
+        raise InputError("data/run-01_bold.nii.gz", "a 4-D image", "3-D shape (4, 4, 4)")
+
+    with pytest.raises(SystemExit) as exc:
+        run_stage(bad, tmp_path / "x.log")
+    assert exc.value.code == 1
+    text = (tmp_path / "x.log").read_text()
+    assert "ERROR: data/run-01_bold.nii.gz: expected a 4-D image; found 3-D shape (4, 4, 4)" in text
+    log = Logger(tmp_path / "y.log", echo=False)
+    log("hello")
+    assert "hello" in (tmp_path / "y.log").read_text()
+
+
+def test_prepare_condition_unit_norm():
+    out = stages.prepare_condition(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert np.allclose(np.linalg.norm(out[0]), 1.0) and np.all(np.isfinite(out))
+
+
+def test_metrics_table_is_byte_identical(tmp_path):
+    from fmrivid.metrics.table import summarise, write_table
+
+    rows = [summarise("01", "demo", "psnr", "rgb", np.array([10.0, 11.0, 12.5]), 0, n_boot=200)]
+    write_table(rows, tmp_path / "m1.tsv")
+    stages.run_metrics_table([tmp_path / "m1.tsv"], tmp_path / "a.tsv", tmp_path / "w.tsv", log=lambda m: None)
+    stages.run_metrics_table([tmp_path / "m1.tsv"], tmp_path / "b.tsv", tmp_path / "w2.tsv", log=lambda m: None)
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+    assert "psnr[rgb]" in (tmp_path / "w.tsv").read_text()

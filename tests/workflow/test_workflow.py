@@ -122,7 +122,7 @@ def test_nan_run_fails_preprocess_without_partial_output(tmp_path, tiny_bids):
     arr[1, 1, 1, 5] = np.nan
     nib.save(nib.Nifti1Image(arr, img.affine, img.header), bold)
     cfg = _real_dataset_config(tmp_path, tiny_bids, ["01", "02", "03"])
-    proc = smk(tmp_path, "--cores", "1", "--configfile", str(cfg), "results/fmri/sub-01.h5", check=False)
+    proc = smk(tmp_path, "results/fmri/sub-01.h5", "--cores", "1", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     log = (tmp_path / "results/logs/preprocess_sub-01.log").read_text()
     assert "ERROR:" in log and "run-02_bold.nii.gz: expected finite values; found 1 NaN/inf values" in log

@@ -79,12 +79,16 @@ def _preprocess_cfg(**over):
     return cfg
 
 
-def test_preprocess_subject_end_to_end(tiny_bids, tmp_path):
+def _subject_inputs(tiny_bids):
     root = tiny_bids["root"]
     runs = [bids.run_paths(root, "01", "movie", r) for r in tiny_bids["runs"]]
     table = bids.read_stimulus_table(root / "stimuli" / "clips.tsv")
     splits = dict(zip(table.clip_id, table.split))
-    cfg = _preprocess_cfg(detrend_order=1, mask_threshold=0.5, selection={"min_voxels": 5})
+    return runs, splits, _preprocess_cfg(detrend_order=1, mask_threshold=0.5, selection={"min_voxels": 5})
+
+
+def test_preprocess_subject_end_to_end(tiny_bids, tmp_path):
+    runs, splits, cfg = _subject_inputs(tiny_bids)
     sd = preprocess_subject(runs, splits, 1.0, cfg, log=lambda m: None)
     assert sd.train_ids == sorted(tiny_bids["train"]) and sd.test_ids == sorted(tiny_bids["test"])
     selected = np.zeros(tiny_bids["responsive"].shape, bool)
@@ -99,11 +103,7 @@ def test_preprocess_subject_end_to_end(tiny_bids, tmp_path):
 
 def test_test_data_does_not_change_selection(tiny_bids):
     """Selection and training samples are computed from training runs only."""
-    root = tiny_bids["root"]
-    runs = [bids.run_paths(root, "01", "movie", r) for r in tiny_bids["runs"]]
-    table = bids.read_stimulus_table(root / "stimuli" / "clips.tsv")
-    splits = dict(zip(table.clip_id, table.split))
-    cfg = _preprocess_cfg(detrend_order=1, mask_threshold=0.5, selection={"min_voxels": 5})
+    runs, splits, cfg = _subject_inputs(tiny_bids)
     a = preprocess_subject(runs, splits, 1.0, cfg, log=lambda m: None)
     # Overwrite the test run with different noise: training outputs must not move.
     import nibabel as nib

@@ -15,6 +15,9 @@ Usage::
 
     python benchmarks/ridge.py --scale cc2017 --device cpu --dtype float32
 
+The machine should be otherwise idle: multi-threaded LAPACK (eigh) slows down
+several-fold when its threads compete for cores with other processes.
+
 ``--scale cc2017`` is 4,320 training samples x 10,000 voxels -> 512 targets
 with 10 alphas (plus 480 held-out rows); ``--scale small`` is a quick check.
 """
@@ -115,7 +118,14 @@ def main(argv=None):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch and for numpy's BLAS (default: as set up)")
     args = parser.parse_args(argv)
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device available")
 
@@ -125,6 +135,11 @@ def main(argv=None):
           f"torch threads={torch.get_num_threads()}, cpus={os.cpu_count()}, "
           f"load average before={os.getloadavg()[0]:.2f}", flush=True)
     Xtr, Ytr, Xte, Yte = make_data(args.scale, args.seed)
+    # Warm-up on a few rows (library loading, thread pools) for every contender.
+    warm = slice(0, 64)
+    run_sklearn(Xtr[warm], Ytr[warm], Xte[:2])
+    run_ours(Xtr[warm], Ytr[warm], Xte[:2], "loo", args.device, args.dtype)
+    run_himalaya(Xtr[warm], Ytr[warm], Xte[:2], args.device)
 
     p_sk, a_sk, t_sk = run_sklearn(Xtr, Ytr, Xte)
     print(f"sklearn RidgeCV(alpha_per_target=True, GCV)  {t_sk:8.2f} s", flush=True)

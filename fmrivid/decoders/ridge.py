@@ -107,6 +107,8 @@ def _gram(A):
     for start in range(0, m, block):
         stop = min(start + block, m)
         rows = A[start:stop] @ A[start:].T  # (stop - start, m - start)
+        diag = rows[:, :stop - start]
+        rows[:, :stop - start] = (diag + diag.T) / 2  # BLAS does not return a symmetric block
         out[start:stop, start:] = rows
         out[stop:, start:stop] = rows[:, stop - start:].T
     return out

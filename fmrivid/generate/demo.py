@@ -2,24 +2,40 @@
 
 The embedded demo has no pretrained video model, so it trains its own on the
 demo's *training* clips: a small diffusers ``AutoencoderKL`` (64x64 frames to
-16x16 latents) and a small ``UNet3DConditionModel`` that denoises latent clips
-conditioned on a 384-d caption embedding given as a cross-attention sequence of
-length 1. At test time the UNet is conditioned on embeddings decoded from fMRI.
+16x16x4 latents) and a small ``UNet3DConditionModel`` that denoises latent clips
+conditioned on a caption embedding (e.g. 384-d, unit norm). At test time the
+UNet is conditioned on embeddings decoded from fMRI.
+
+Conditioning: the embedding is centred and scaled with statistics of the
+training conditions (saved with the model), then given to the UNet both as a
+cross-attention sequence of length 1 (``encoder_hidden_states (B, 1, D)``) and,
+by default, through the UNet's ``time_cond_proj_dim`` projection into the
+timestep embedding. The null condition of classifier-free guidance is the zero
+vector (in that centred space: the mean training caption).
+
+Loss: the DDPM loss with a ``v_prediction`` target by default (``epsilon`` is
+available). With a few hundred CPU steps an epsilon model cannot recover the
+content at high noise (its x0 estimate at t=900 was worse than predicting
+zeros), and DDIM samples stayed noise; v-prediction fixes this.
 
 Layout on disk::
 
-    vae_dir/               AutoencoderKL.save_pretrained + losses.tsv
+    vae_dir/               AutoencoderKL.save_pretrained (scaling_factor = 1/std of
+                           the training latents) + losses.tsv (step, loss, rec, kl)
     unet_dir/unet/         UNet3DConditionModel.save_pretrained
-    unet_dir/scheduler/    DDIMScheduler config (same betas as training)
-    unet_dir/losses.tsv
+    unet_dir/scheduler/    DDIMScheduler config (same betas and target as training)
+    unet_dir/clip.json     clip geometry and the condition centring statistics
+    unet_dir/losses.tsv    step, loss
 
 Every random draw comes from a ``torch.Generator`` seeded from the ``seed``
 argument (or from ``seeds[i]`` per generated clip), so CPU runs are
-bit-identical.
+bit-identical; on CPU the sampler calls the UNet one clip at a time so that a
+clip does not depend on the batch it is generated in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -51,16 +67,17 @@ _META = "clip.json"  # in unet_dir: clip geometry the UNet was trained on
 
 _DEFAULTS = {
     "vae": {
-        "block_out_channels": [32, 64, 64],  # one encoder/decoder block each; len-1 downsamplings
+        "block_out_channels": [16, 32, 64],  # one encoder/decoder block each; len-1 downsamplings
         "latent_channels": 4,                # channels of the latent
         "layers_per_block": 1,               # resnets per block
-        "norm_num_groups": 16,               # GroupNorm groups (divides every channel count)
+        "norm_num_groups": 8,                # GroupNorm groups (divides every channel count)
         "mid_attention": False,              # self-attention in the mid block
-        "steps": 250,                        # optimiser steps
+        "steps": 400,                        # optimiser steps
         "batch_size": 16,                    # frames per step
-        "lr": 2e-3,                          # AdamW peak learning rate (warm-up then cosine decay)
+        "lr": 3e-3,                          # AdamW peak learning rate (warm-up then cosine decay)
         "weight_decay": 0.0,                 # AdamW weight decay
-        "kl_weight": 1e-6,                   # weight of the KL term against the L1 reconstruction loss
+        "mse_weight": 4.0,                   # weight of the MSE term added to the L1 reconstruction loss
+        "kl_weight": 1e-6,                   # weight of the KL term
     },
     "unet": {
         "block_out_channels": [32, 64, 64],  # channels per level; first levels cross-attend
@@ -68,13 +85,14 @@ _DEFAULTS = {
         "layers_per_block": 1,               # resnets per down block (up blocks use one more)
         "attention_head_dim": 8,             # diffusers naming: this is the NUMBER of heads per block
         "norm_num_groups": 16,               # GroupNorm groups
-        "steps": 400,                        # optimiser steps
+        "steps": 250,                        # optimiser steps
         "batch_size": 8,                     # clips per step
-        "lr": 1e-3,                          # AdamW peak learning rate (warm-up then cosine decay)
+        "lr": 2e-3,                          # AdamW peak learning rate (warm-up then cosine decay)
         "weight_decay": 0.0,                 # AdamW weight decay
         "cond_dropout": 0.1,                 # probability of replacing the condition by zeros
         "cond_to_time": True,                # also add a projection of the condition to the time embedding
         "cond_standardize": True,            # centre/scale conditions with train-set statistics
+        "prediction_type": "v_prediction",   # "v_prediction" or "epsilon" (DDPM loss target)
         "num_train_timesteps": 1000,         # DDPM training timesteps
         "beta_schedule": "scaled_linear",    # DDPM/DDIM beta schedule (Stable Diffusion's)
         "beta_start": 0.00085,               # first beta
@@ -133,8 +151,8 @@ def _section(cfg, name):
     cfg = {} if cfg is None else cfg
     if not isinstance(cfg, dict):
         raise ConfigError(f"generator config: expected a dict; found {type(cfg).__name__}")
-    whole = bool(set(cfg) & set(_DEFAULTS))
-    sub = cfg.get(name) or {} if whole else cfg
+    whole = bool(set(cfg) & set(_DEFAULTS))  # {"vae": .., "unet": .., "sample": ..}
+    sub = (cfg.get(name) or {}) if whole else cfg
     unknown = sorted(set(sub) - set(_DEFAULTS[name]))
     if unknown:
         raise ConfigError(
@@ -214,29 +232,32 @@ def _write_losses(path, history):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-class _atomic_dir:
-    """Context manager: build a directory under a temporary name, then replace ``path``."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        self._cm = atomic_path(self.path, suffix_keep=False)
-        tmp = self._cm.__enter__()
+@contextlib.contextmanager
+def _atomic_dir(path):
+    """Build a directory under a temporary name; on success it replaces ``path`` as a whole."""
+    path = Path(path)
+    with atomic_path(path, suffix_keep=False) as tmp:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        self.tmp = tmp
-        return tmp
+        yield tmp
+        # os.replace cannot overwrite a non-empty directory: drop the old output last
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None and self.path.exists():
-            # os.replace cannot overwrite a non-empty directory: drop the old one last.
-            if self.path.is_dir():
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
-        return self._cm.__exit__(exc_type, exc, tb)
+
+@contextlib.contextmanager
+def _seeded(seed, device):
+    """Seed torch's global RNG (weight init, dropout) without touching the caller's state.
+
+    diffusers' UNet3D temporal convolutions use dropout 0.1, drawn from the global RNG.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _log_every(steps):
@@ -325,30 +346,9 @@ def train_vae(frames, out_dir, cfg, seed=0, device="cpu", log=print):
     device = _device(device)
     images = _to_unit(frames.reshape(n * t, h, w, 3))
 
-    torch.manual_seed(seed)
-    vae = _build_vae(vcfg, h).to(device).train()
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=vcfg["lr"], weight_decay=vcfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(vcfg["steps"]))
-    history, every, t0 = [], _log_every(vcfg["steps"]), time.perf_counter()
-    for step, idx in enumerate(_batches(len(images), vcfg["batch_size"], vcfg["steps"], gen)):
-        x = images[idx].to(device)
-        post = vae.encode(x).latent_dist
-        eps = torch.randn(post.mean.shape, generator=gen).to(device)
-        z = post.mean + post.std * eps
-        rec = vae.decode(z).sample
-        l_rec = F.l1_loss(rec, x)
-        l_kl = post.kl().mean() / post.mean[0].numel()
-        loss = l_rec + vcfg["kl_weight"] * l_kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        row = {"step": step, "loss": float(loss), "rec": float(l_rec), "kl": float(l_kl)}
-        history.append(row)
-        if step % every == 0 or step == vcfg["steps"] - 1:
-            log(f"vae step {step + 1}/{vcfg['steps']} loss {row['loss']:.4f} "
-                f"({time.perf_counter() - t0:.1f} s)")
+    with _seeded(seed, device):
+        vae = _build_vae(vcfg, h).to(device).train()
+        history = _fit_vae(vae, images, vcfg, seed, device, log)
 
     vae.eval()
     with torch.inference_mode():
@@ -359,6 +359,31 @@ def train_vae(frames, out_dir, cfg, seed=0, device="cpu", log=print):
     with _atomic_dir(out_dir) as tmp:
         vae.to("cpu").save_pretrained(str(tmp), safe_serialization=True)
         _write_losses(tmp / "losses.tsv", history)
+    return history
+
+
+def _fit_vae(vae, images, vcfg, seed, device, log):
+    """The VAE optimisation loop; returns the loss history."""
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=vcfg["lr"], weight_decay=vcfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(vcfg["steps"]))
+    history, every, t0 = [], _log_every(vcfg["steps"]), time.perf_counter()
+    for step, idx in enumerate(_batches(len(images), vcfg["batch_size"], vcfg["steps"], gen)):
+        x = images[idx].to(device)
+        post = vae.encode(x).latent_dist
+        eps = torch.randn(post.mean.shape, generator=gen).to(device)
+        rec = vae.decode(post.mean + post.std * eps).sample
+        l_rec = F.l1_loss(rec, x) + vcfg["mse_weight"] * F.mse_loss(rec, x)
+        l_kl = post.kl().mean() / post.mean[0].numel()
+        loss = l_rec + vcfg["kl_weight"] * l_kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append({"step": step, "loss": loss.item(), "rec": l_rec.item(), "kl": l_kl.item()})
+        if step % every == 0 or step == vcfg["steps"] - 1:
+            log(f"vae step {step + 1}/{vcfg['steps']} loss {loss.item():.4f} "
+                f"({time.perf_counter() - t0:.1f} s)")
     return history
 
 
@@ -399,7 +424,7 @@ def encode_latents(vae_dir_or_model, images, batch_size=16, device="cpu"):
 def _clip_latents(vae, frames, device, batch_size=32):
     """uint8 clips (N, T, H, W, 3) -> scaled latents (N, C, T, h, w) float32 tensor."""
     n, t, h, w, _ = frames.shape
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the latents feed training
         lat = _encode_mean(vae, _to_unit(frames.reshape(n * t, h, w, 3)), batch_size, device)
     lat = lat * vae.config.scaling_factor
     c, lh, lw = lat.shape[1:]
@@ -438,7 +463,7 @@ def _cond_stats(cond, standardize):
         return np.zeros(cond.shape[1], np.float32), 1.0
     mean = cond.mean(0)
     scale = float(np.sqrt(((cond - mean) ** 2).mean()))
-    return mean.astype(np.float32), 1.0 / max(scale, 1e-8)
+    return mean.astype(np.float32), (1.0 / scale if scale > 1e-6 else 1.0)
 
 
 def _prep_cond(cond, meta):
@@ -456,10 +481,13 @@ def _unet_call(unet, x, t, c):
 def _ddpm(ucfg):
     from diffusers import DDPMScheduler
 
+    if ucfg["prediction_type"] not in ("epsilon", "v_prediction"):
+        raise ConfigError(f"unet.prediction_type: expected 'epsilon' or 'v_prediction'; "
+                          f"found {ucfg['prediction_type']!r}")
     return DDPMScheduler(num_train_timesteps=int(ucfg["num_train_timesteps"]),
                          beta_schedule=ucfg["beta_schedule"], beta_start=float(ucfg["beta_start"]),
-                         beta_end=float(ucfg["beta_end"]), prediction_type="epsilon",
-                         clip_sample=False)
+                         beta_end=float(ucfg["beta_end"]),
+                         prediction_type=ucfg["prediction_type"], clip_sample=False)
 
 
 def _ddim_from(ddpm):
@@ -468,7 +496,7 @@ def _ddim_from(ddpm):
     cfg = ddpm.config
     return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps,
                          beta_schedule=cfg.beta_schedule, beta_start=cfg.beta_start,
-                         beta_end=cfg.beta_end, prediction_type="epsilon", clip_sample=False,
+                         beta_end=cfg.beta_end, prediction_type=cfg.prediction_type, clip_sample=False,
                          set_alpha_to_one=False, steps_offset=1, timestep_spacing="trailing")
 
 
@@ -507,9 +535,11 @@ def train_unet(frames, cond, vae_dir, out_dir, cfg, seed=0, device="cpu", log=pr
     """Train a small text-conditioned ``UNet3DConditionModel`` on VAE latents.
 
     Every clip is encoded once (posterior mean * scaling_factor). The UNet is
-    trained with the epsilon-prediction DDPM loss; the condition is given as a
-    cross-attention sequence of length 1 and is replaced by zeros with
-    probability ``cond_dropout`` (for classifier-free guidance).
+    trained with the DDPM loss (target ``prediction_type``: v or epsilon) at
+    uniformly drawn timesteps. The condition, centred and scaled with the
+    training statistics, is given as a cross-attention sequence of length 1
+    (and to the time embedding when ``cond_to_time``); with probability
+    ``cond_dropout`` it is replaced by zeros (for classifier-free guidance).
 
     Parameters
     ----------
@@ -521,7 +551,7 @@ def train_unet(frames, cond, vae_dir, out_dir, cfg, seed=0, device="cpu", log=pr
         Directory written by :func:`train_vae`.
     out_dir : str or Path
         Output directory (written atomically): ``unet/``, ``scheduler/``
-        (DDIMScheduler config) and ``losses.tsv``.
+        (DDIMScheduler config), ``clip.json`` and ``losses.tsv``.
     cfg : dict
         Whole generator config or its ``unet`` section.
     seed : int
@@ -552,38 +582,47 @@ def train_unet(frames, cond, vae_dir, out_dir, cfg, seed=0, device="cpu", log=pr
         raise InputError("frames", f"latent size divisible by {factor}", f"{lh}x{lw}")
     meta.update(latent_height=int(lh), latent_width=int(lw))
 
-    torch.manual_seed(seed)
-    unet = _build_unet(ucfg, c, lh, cond.shape[1]).to(device).train()
     ddpm = _ddpm(ucfg)
-    acp = ddpm.alphas_cumprod.float()
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(unet.parameters(), lr=ucfg["lr"], weight_decay=ucfg["weight_decay"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(ucfg["steps"]))
-    history, every, t0 = [], _log_every(ucfg["steps"]), time.perf_counter()
-    for step, idx in enumerate(_batches(n, ucfg["batch_size"], ucfg["steps"], gen)):
-        x0 = lat[idx]
-        b = len(idx)
-        noise = torch.randn(x0.shape, generator=gen)
-        ts = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=gen)
-        keep = (torch.rand(b, generator=gen) >= ucfg["cond_dropout"]).float()[:, None]
-        a = acp[ts].view(b, 1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = _unet_call(unet, xt.to(device), ts.to(device), (cond[idx] * keep).to(device))
-        loss = F.mse_loss(pred.float(), noise.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        history.append({"step": step, "loss": float(loss)})
-        if step % every == 0 or step == ucfg["steps"] - 1:
-            log(f"unet step {step + 1}/{ucfg['steps']} loss {float(loss):.4f} "
-                f"({time.perf_counter() - t0:.1f} s)")
+    with _seeded(seed, device):
+        unet = _build_unet(ucfg, c, lh, cond.shape[1]).to(device).train()
+        history = _fit_unet(unet, ddpm, lat, cond, ucfg, seed, device, log)
 
     with _atomic_dir(out_dir) as tmp:
         unet.to("cpu").eval().save_pretrained(str(tmp / "unet"), safe_serialization=True)
         _ddim_from(ddpm).save_pretrained(str(tmp / "scheduler"))
         _write_losses(tmp / "losses.tsv", history)
         (tmp / _META).write_text(json.dumps(meta, indent=1) + "\n")
+    return history
+
+
+def _fit_unet(unet, ddpm, lat, cond, ucfg, seed, device, log):
+    """The UNet optimisation loop on latents (N, C, T, h, w); returns the loss history."""
+    acp = ddpm.alphas_cumprod.float()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(unet.parameters(), lr=ucfg["lr"], weight_decay=ucfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(ucfg["steps"]))
+    history, every, t0 = [], _log_every(ucfg["steps"]), time.perf_counter()
+    for step, idx in enumerate(_batches(len(lat), ucfg["batch_size"], ucfg["steps"], gen)):
+        x0, b = lat[idx], len(idx)
+        noise = torch.randn(x0.shape, generator=gen)
+        ts = torch.randint(0, ddpm.config.num_train_timesteps, (b,), generator=gen)
+        keep = (torch.rand(b, generator=gen) >= ucfg["cond_dropout"]).float()[:, None]
+        a = acp[ts].view(b, 1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        if ucfg["prediction_type"] == "epsilon":
+            target = noise
+        else:
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+        pred = _unet_call(unet, xt.to(device), ts.to(device), (cond[idx] * keep).to(device))
+        loss = F.mse_loss(pred.float(), target.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append({"step": step, "loss": loss.item()})
+        if step % every == 0 or step == ucfg["steps"] - 1:
+            log(f"unet step {step + 1}/{ucfg['steps']} loss {loss.item():.4f} "
+                f"({time.perf_counter() - t0:.1f} s)")
     return history
 
 
@@ -622,9 +661,13 @@ def _decode_clips(vae, lat, slice_size, device):
 def generate(vae_dir, unet_dir, cond, seeds, cfg, negative_cond=None, device="cpu", log=print):
     """Generate one clip per condition with DDIM and classifier-free guidance.
 
-    The initial noise of clip ``i`` comes from its own ``torch.Generator``
-    seeded with ``seeds[i]``, so a clip does not depend on the batch size or
-    on the other clips of its batch.
+    The initial noise (and the DDIM noise when ``eta > 0``) of clip ``i``
+    comes from its own ``torch.Generator`` seeded with ``seeds[i]``. On CPU
+    the UNet is called one clip at a time (CPU kernels round differently for
+    different numbers of rows), so a clip is bit-identical whatever the batch
+    size or the other clips; on CUDA batches of ``batch_size`` clips run
+    together under fp16 autocast (no bit-identity promised there). The VAE
+    decodes each clip separately in slices of ``decode_slice`` frames.
 
     Parameters
     ----------
@@ -638,7 +681,9 @@ def generate(vae_dir, unet_dir, cond, seeds, cfg, negative_cond=None, device="cp
     cfg : dict
         Whole generator config or its ``sample`` section.
     negative_cond : float32 ndarray (M, D), optional
-        Condition of the unconditional branch of guidance; zeros by default.
+        Raw condition of the unconditional branch of guidance (centred and
+        scaled like ``cond``). By default the branch uses the null condition
+        the UNet was trained with (zeros after centring).
     device : str or torch.device
         On CUDA the UNet and VAE run under fp16 autocast.
     log : callable
@@ -654,6 +699,8 @@ def generate(vae_dir, unet_dir, cond, seeds, cfg, negative_cond=None, device="cp
     cond_np = np.asarray(cond, dtype=np.float32)
     m = len(cond_np) if cond_np.ndim else 0
     cond_np = _check_cond(cond_np, m)
+    if m == 0:
+        raise InputError("cond", "at least one condition", "0 rows")
     if cond_np.shape[1] != meta["cond_dim"]:
         raise InputError("cond", f"embeddings of dimension {meta['cond_dim']}",
                          f"dimension {cond_np.shape[1]}")
@@ -679,7 +726,14 @@ def generate(vae_dir, unet_dir, cond, seeds, cfg, negative_cond=None, device="cp
             sl = slice(i, min(m, i + bs))
             gens = [torch.Generator().manual_seed(s) for s in seeds[sl]]
             x = torch.cat([torch.randn(shape, generator=gi) for gi in gens]) * sched.init_noise_sigma
-            x = _denoise(unet, sched, x, cond[sl], neg[sl], scfg, gens, device)
+            if device.type == "cuda":
+                x = _denoise(unet, sched, x, cond[sl], neg[sl], scfg, gens, device)
+            else:
+                # one clip per UNet call: CPU kernels differ with the number of rows, so this
+                # is what makes a clip bit-identical whatever the batch size or composition
+                x = torch.cat([
+                    _denoise(unet, sched, x[j:j + 1], cond[sl][j:j + 1], neg[sl][j:j + 1],
+                             scfg, gens[j:j + 1], device) for j in range(len(gens))])
             out.append(_decode_clips(vae, x, int(scfg["decode_slice"]), device))
             log(f"generated {sl.stop}/{m} clips ({time.perf_counter() - t0:.1f} s)")
     return np.concatenate(out)

@@ -240,7 +240,9 @@ def test_vae_latents_are_scaled_posterior_means():
     one_by_one = np.concatenate([embed.vae_latents(vae, images[[i]], batch_size=1)
                                  for i in range(5)])
     np.testing.assert_allclose(ours, one_by_one, atol=1e-5)
-    np.testing.assert_array_equal(ours, embed.vae_latents(vae, images, batch_size=2))
+    # CPU kernels round differently for different batch sizes: equal to float32 precision
+    np.testing.assert_allclose(ours, embed.vae_latents(vae, images, batch_size=2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ours, embed.vae_latents(vae, images, batch_size=16))
 
 
 def test_vae_latents_subtract_a_shift_factor_when_configured():

@@ -54,16 +54,55 @@ def run_simulate(root, params, log=print):
 
 
 # ----------------------------------------------------------------------------- preprocess
-def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h5, out_qc, log=print):
-    from fmrivid.io.bids import Run
-    from fmrivid.preprocess.pipeline import preprocess_subject, write_subject
-    from fmrivid.preprocess.qc import selection_qc
+def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h5, out_qc, log=print,
+                   out_tsnr=None, out_lag_tsv=None, out_lag_png=None, out_selection_tsv=None, truth_dir=None,
+                   layout="bids", out_surface=None):
+    """Preprocess one subject and write its HDF5 and QC outputs.
+
+    ``layout`` 'bids': ``bold``/``sidecar``/``events`` are per-run lists; 'cc2017': ``bold``
+    lists the runs' files, ``runs`` their labels ``<seg>_<rep>`` and sidecar/events are empty.
+    ``truth_dir`` (simulated demo only) holds the ground truth the QC table compares with.
+    """
+    import json as _json
+
+    from fmrivid.preprocess.pipeline import cc2017_inputs, preprocess_subject, write_subject
+    from fmrivid.preprocess import qc
 
     splits = read_splits(splits_path)
     split_of = dict(zip(splits["clip_id"], splits["split"]))
-    run_list = [Run(subject, r, Path(b), Path(s), Path(e)) for r, b, s, e in zip(runs, bold, sidecar, events)]
-    sd = preprocess_subject(run_list, split_of, tr, cfg, log=log)
-    selection_qc(sd, out_qc)
+    if layout == "cc2017":
+        run_list = cc2017_inputs(subject, bold, runs)
+    else:
+        from fmrivid.io.bids import Run
+
+        run_list = [Run(subject, r, Path(b), Path(s), Path(e)) for r, b, s, e in zip(runs, bold, sidecar, events)]
+    sd = preprocess_subject(run_list, split_of, tr, cfg, log=log, lag_scan=out_lag_tsv is not None)
+    truth_mask, planted = None, None
+    if truth_dir:
+        t = Path(truth_dir)
+        if (t / f"sub-{subject}_responsive.nii.gz").exists():
+            truth_mask = t / f"sub-{subject}_responsive.nii.gz"
+        if (t / f"sub-{subject}_truth.json").exists():
+            planted = float(_json.loads((t / f"sub-{subject}_truth.json").read_text())["lag_s"])
+    qc.selection_qc(sd, out_qc)
+    if out_tsnr:
+        qc.tsnr_qc(sd, out_tsnr)
+    if out_lag_tsv:
+        table = sd.qc["lag_scan"].assign(planted_lag_s=planted if planted is not None else np.nan)
+        if planted is not None:  # demo-only check: does the best lag sit within one TR of the planted one?
+            best = float(table.loc[table["best"], "lag_s"].iloc[0])
+            table["best_within_1tr_of_planted"] = abs(best - planted) <= tr + 1e-9
+        with atomic_path(out_lag_tsv) as tmp:
+            table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        if out_lag_png:
+            qc.lag_scan_qc(table, out_lag_png, subject, planted)
+    if out_selection_tsv:
+        with atomic_path(out_selection_tsv) as tmp:
+            qc.selection_table(sd, truth_mask).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    if out_surface:
+        from fmrivid.preprocess.surface import write_surface_outputs
+
+        write_surface_outputs(sd, cfg["surface"], out_surface, log=log)
     write_subject(out_h5, sd)
     log(f"sub-{subject}: train {sd.train_X.shape}, test {sd.test_X.shape}")
 

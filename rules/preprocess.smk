@@ -36,9 +36,35 @@ rule preprocess:
             category="1. Preprocessing",
             subcategory="sub-{sub}",
         ),
+        selection_tsv=report(
+            res("qc/sub-{sub}_selection.tsv"),
+            caption="report/preprocess_selection_table.rst",
+            category="1. Preprocessing",
+            subcategory="sub-{sub}",
+        ),
+        lag_tsv=report(
+            res("qc/sub-{sub}_lag_scan.tsv"),
+            caption="report/preprocess_lag_scan.rst",
+            category="1. Preprocessing",
+            subcategory="sub-{sub}",
+        ),
+        lag_png=report(
+            res("qc/sub-{sub}_lag_scan.png"),
+            caption="report/preprocess_lag_scan.rst",
+            category="1. Preprocessing",
+            subcategory="sub-{sub}",
+        ),
+        tsnr=report(
+            res("qc/sub-{sub}_tsnr.png"),
+            caption="report/preprocess_tsnr.rst",
+            category="1. Preprocessing",
+            subcategory="sub-{sub}",
+        ),
     params:
         runs=RUNS,
         tr=TR,
+        layout=DATASET["layout"],
+        truth_dir=f"{ROOT}/derivatives/ground_truth" if SIMULATE else "",
         cfg=config["preprocess"],
         code=code_hash("preprocess", "io"),
     log:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Voxels processed at once: bounds the temporaries to (n_volumes x CHUNK) float32.
+CHUNK = 16384
+
 
 def polynomial_basis(n_volumes, order):
     """Orthonormal basis (n_volumes, order + 1) of polynomials of degree 0..order in time."""
@@ -13,12 +16,13 @@ def polynomial_basis(n_volumes, order):
     return q
 
 
-def detrend_standardize(data, order=4, standardize="zscore_sample"):
+def detrend_standardize(data, order=4, standardize="zscore_sample", inplace=False):
     """Remove a polynomial trend of degree ``order`` from each column, then z-score.
 
     Equivalent to nilearn's ``signal.clean(data, detrend=False,
-    confounds=<polynomials of degree 1..order>, standardize='zscore_sample')``
-    but done with one projection on an orthonormal basis.
+    confounds=<polynomials of degree 0..order>, standardize='zscore_sample')``
+    but done with one projection on an orthonormal basis, in blocks of voxels so
+    that the only full-size array is the output.
 
     Parameters
     ----------
@@ -28,24 +32,31 @@ def detrend_standardize(data, order=4, standardize="zscore_sample"):
         Polynomial degree (0 removes the mean only).
     standardize : {'zscore_sample', 'zscore', 'none'}
         ddof=1, ddof=0, or no scaling.
+    inplace : bool
+        Overwrite ``data`` when it is already a C-contiguous float32 array (saves one copy).
 
     Returns
     -------
     ndarray (n_volumes, n_voxels), float32
     """
-    data = np.asarray(data, dtype=np.float32)
-    n = data.shape[0]
+    if inplace and isinstance(data, np.ndarray) and data.dtype == np.float32 and data.flags.c_contiguous:
+        out = data
+    else:
+        out = np.array(data, dtype=np.float32, order="C", copy=True)
+    n = out.shape[0]
     if n <= order + 1:
         raise ValueError(f"detrend order {order} needs more than {order + 1} volumes; got {n}")
     q = polynomial_basis(n, order).astype(np.float32)
-    # Centre first (mean accumulated in float64) so that the float32 projection works on small numbers:
-    # BOLD sits on a baseline of hundreds, where float32 cancellation would cost ~1e-4.
-    resid = data - data.mean(axis=0, dtype=np.float64).astype(np.float32)
-    resid -= q @ (q.T @ resid)
-    if standardize == "none":
-        return resid
     ddof = 1 if standardize == "zscore_sample" else 0
-    sd = resid.std(axis=0, ddof=ddof)
-    sd[sd < np.finfo(np.float32).eps] = 1.0
-    resid /= sd
-    return resid
+    tiny = np.finfo(np.float32).eps
+    for start in range(0, out.shape[1], CHUNK):
+        block = out[:, start:start + CHUNK]
+        # Centre first (mean accumulated in float64) so that the float32 projection works on small
+        # numbers: BOLD sits on a baseline of hundreds, where float32 cancellation would cost ~1e-4.
+        block -= block.mean(axis=0, dtype=np.float64).astype(np.float32)
+        block -= q @ (q.T @ block)
+        if standardize != "none":
+            sd = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / (n - ddof)).astype(np.float32)
+            sd[sd < tiny] = 1.0
+            block /= sd
+    return out

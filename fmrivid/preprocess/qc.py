@@ -29,11 +29,94 @@ def selection_qc(sd, path):
     info = sd.info
     title = (f"sub-{sd.subject}: {info.get('n_selected', len(sd.ijk))} of {info.get('n_candidates', '?')} "
              f"voxels ({info.get('method', '?')}), lag {info.get('lag_s', '?')} s")
-    plotting.plot_glass_brain(score_image(sd, sd.score), axes=ax_brain, colorbar=True, cmap="viridis",
-                              title=title, plot_abs=False, display_mode="ortho")
+    if sd.space == "cifti":
+        ax_brain.plot(sd.columns, sd.score, ".", ms=1)
+        ax_brain.set_xlabel("grayordinate")
+        ax_brain.set_ylabel("score")
+        ax_brain.set_title(title)
+    else:
+        plotting.plot_glass_brain(score_image(sd, sd.score), axes=ax_brain, colorbar=True, cmap="viridis",
+                                  title=title, plot_abs=False, display_mode="ortho")
     ax_hist.hist(sd.score, bins=30, color="tab:blue")
     ax_hist.set_xlabel("selection score (selected voxels)")
     ax_hist.set_ylabel("voxels")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def volume_image(sd, mask_values, fill=0.0):
+    """A NIfTI image of per-mask-voxel values (e.g. tSNR) on the subject's grid."""
+    vol = np.full(sd.shape, fill, dtype=np.float32)
+    vol[sd.qc["mask"]] = mask_values
+    return nib.Nifti1Image(vol, sd.affine)
+
+
+def tsnr_qc(sd, path):
+    """tSNR of the training runs (mean over time / SD over time, averaged over runs) as a figure."""
+    from nilearn import plotting
+
+    fig = plt.figure(figsize=(11, 3.6))
+    tsnr = np.asarray(sd.qc["tsnr"], dtype=np.float32)
+    if sd.space == "cifti":
+        ax = fig.add_subplot(111)
+        ax.plot(tsnr, lw=0.3)
+        ax.set_xlabel("grayordinate")
+        ax.set_ylabel("tSNR")
+        ax.set_title(f"sub-{sd.subject}: tSNR of training runs per grayordinate")
+    else:
+        img = nib.Nifti1Image(np.where(sd.qc["mask"], tsnr, 0).astype(np.float32), sd.affine)
+        plotting.plot_stat_map(img, figure=fig, display_mode="z", cut_coords=6, cmap="magma", colorbar=True,
+                               title=f"sub-{sd.subject}: tSNR (training runs, brain mask "
+                                     f"{int(sd.qc['mask'].sum())} voxels, median "
+                                     f"{np.median(tsnr[sd.qc['mask']]):.0f})")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+
+
+def lag_scan_qc(table, path_png, subject, planted_lag=None):
+    """Plot of the lag scan table: identification margin and top-1 accuracy vs lag."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(table["lag_s"], table["ident_margin"], "o-", label="identification margin")
+    ax2 = ax.twinx()
+    ax2.plot(table["lag_s"], table["top1_accuracy"], "s--", color="tab:orange", label="top-1 accuracy")
+    ax2.set_ylabel("top-1 accuracy")
+    best = table.loc[table["best"], "lag_s"]
+    if len(best):
+        ax.axvline(float(best.iloc[0]), color="tab:green", label=f"best {float(best.iloc[0]):g} s")
+    conf = table.loc[table["configured"], "lag_s"]
+    if len(conf):
+        ax.axvline(float(conf.iloc[0]), color="grey", ls=":", label=f"configured {float(conf.iloc[0]):g} s")
+    if planted_lag is not None:
+        ax.axvline(planted_lag, color="tab:red", ls="--", label=f"planted {planted_lag:g} s (demo)")
+    ax.set_xlabel("lag (s)")
+    ax.set_ylabel("r(same clip) - r(other clips)")
+    ax.set_title(f"sub-{subject}: lag scan on training repeats")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path_png) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def selection_table(sd, truth_img=None):
+    """One-row DataFrame: selection counts, and precision/recall against a planted-voxel mask when given.
+
+    ``truth_img`` is the simulator's ground-truth responsive-voxel image (demo only).
+    """
+    import pandas as pd
+
+    info = sd.info
+    row = {"subject": sd.subject, "method": info.get("method"), "n_candidates": info.get("n_candidates"),
+           "n_selected": info.get("n_selected", len(sd.ijk)), "fallback_top_k": info.get("fallback_top_k", ""),
+           "precision": np.nan, "recall": np.nan, "n_planted": np.nan, "truth": "none (real data)"}
+    if truth_img is not None and sd.space == "volume":
+        truth = np.asarray(nib.load(str(truth_img)).dataobj) > 0
+        if truth.shape == tuple(sd.shape):
+            selected = np.zeros(truth.shape, bool)
+            selected[tuple(sd.ijk.T)] = True
+            hit = int((selected & truth).sum())
+            row.update({"precision": hit / max(int(selected.sum()), 1), "recall": hit / max(int(truth.sum()), 1),
+                        "n_planted": int(truth.sum()), "truth": f"{truth_img} (simulated demo only)"})
+    return pd.DataFrame([row])

@@ -47,7 +47,7 @@ def test_window_volumes_and_lag():
 def test_event_samples_pick_the_lagged_volumes():
     data = np.arange(30, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     ev = pd.DataFrame({"onset": [2.0, 10.0], "duration": [2.0, 2.0], "clip_id": ["a", "b"]})
-    x, ids = event_samples(data, ev, tr=1.0, lag_s=4.0)
+    x, ids, kept = event_samples(data, ev, tr=1.0, lag_s=4.0)
     assert ids == ["a", "b"] and np.allclose(x[:, 0], [6.5, 14.5])
     avg, uids = average_repeats(np.array([[1.0], [3.0], [10.0]]), ["b", "b", "a"])
     assert uids == ["a", "b"] and np.allclose(avg[:, 0], [10.0, 2.0])

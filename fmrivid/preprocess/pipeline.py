@@ -202,7 +202,7 @@ def _groups_for(ids, run_group, group_of):
     return out
 
 
-def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True):
+def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_features=None):
     """Run the preprocessing stage for one subject.
 
     Parameters
@@ -213,6 +213,8 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True):
     cfg : dict, the config's ``preprocess`` section (defaults filled)
     lag_scan : bool
         Also compute the lag scan QC table (training data only).
+    lag_features : (clip_ids, ndarray), optional
+        A stimulus feature for the ridge lag scan (only its training clips are used).
 
     Returns
     -------
@@ -312,10 +314,16 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True):
     qc = {"mask": mask, "tsnr": tsnr_img, "mean": mean_img, "keep": keep, "score_all": score}
     if lag_scan and scan_runs:
         lags = np.arange(0.0, cfg["qc"]["lag_scan_max_s"] + 1e-9, tr)
-        qc["lag_scan"] = run_lag_scan(scan_runs, tr, lags, configured_lag=lag)
-        best = qc["lag_scan"].loc[qc["lag_scan"]["best"], "lag_s"]
-        log(f"sub-{subject}: lag scan on training data (repeat identification, {len(scan_cols)} voxels): "
-            f"best lag {float(best.iloc[0]):g} s (configured {lag:g} s)")
+        tables = [run_lag_scan(scan_runs, tr, lags, configured_lag=lag)]
+        if lag_features is not None:
+            from fmrivid.preprocess.lagscan import ridge_lag_scan
+
+            tables.append(ridge_lag_scan(scan_runs, tr, lags, lag_features[0], lag_features[1], configured_lag=lag))
+        qc["lag_scan"] = pd.concat(tables, ignore_index=True)
+        for t in tables:
+            best = t.loc[t["best"], "lag_s"]
+            log(f"sub-{subject}: lag scan on training data ({t['method'].iloc[0]}, {len(scan_cols)} voxels): "
+                f"best lag {float(best.iloc[0]) if len(best) else float('nan'):g} s (configured {lag:g} s)")
     info.update({"lag_s": lag, "tr": tr, "mask_voxels": n_mask, "n_train_presentations": len(train_ids_all),
                  "alignment": cfg["alignment"], "window_trs": int(cfg["window_trs"]),
                  "trim": [[c.run.label, c.first, c.last] for c in checked], "events_dropped": dropped})

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from fmrivid.io.atomic import atomic_path  # noqa: E402
 
@@ -76,24 +77,32 @@ def tsnr_qc(sd, path):
 
 
 def lag_scan_qc(table, path_png, subject, planted_lag=None):
-    """Plot of the lag scan table: identification margin and top-1 accuracy vs lag."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    ax.plot(table["lag_s"], table["ident_margin"], "o-", label="identification margin")
-    ax2 = ax.twinx()
-    ax2.plot(table["lag_s"], table["top1_accuracy"], "s--", color="tab:orange", label="top-1 accuracy")
-    ax2.set_ylabel("top-1 accuracy")
-    best = table.loc[table["best"], "lag_s"]
-    if len(best):
-        ax.axvline(float(best.iloc[0]), color="tab:green", label=f"best {float(best.iloc[0]):g} s")
-    conf = table.loc[table["configured"], "lag_s"]
-    if len(conf):
-        ax.axvline(float(conf.iloc[0]), color="grey", ls=":", label=f"configured {float(conf.iloc[0]):g} s")
-    if planted_lag is not None:
-        ax.axvline(planted_lag, color="tab:red", ls="--", label=f"planted {planted_lag:g} s (demo)")
-    ax.set_xlabel("lag (s)")
-    ax.set_ylabel("r(same clip) - r(other clips)")
-    ax.set_title(f"sub-{subject}: lag scan on training repeats")
-    ax.legend(fontsize=7, loc="lower right")
+    """Plot of the lag scan table: one panel per method (score vs lag, best / configured / planted marked)."""
+    methods = list(dict.fromkeys(table["method"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 3.4), squeeze=False)
+    labels = {"repeat_identification": ("ident_margin", "r(same clip) - r(other clips)"),
+              "ridge_features": ("decoding_r", "CV decoding r (training clips)")}
+    for ax, method in zip(axes[0], methods):
+        rows = table[table["method"] == method]
+        col, ylabel = labels[method]
+        ax.plot(rows["lag_s"], rows[col], "o-", label=col)
+        if "top1_accuracy" in rows and rows["top1_accuracy"].notna().any():
+            ax2 = ax.twinx()
+            ax2.plot(rows["lag_s"], rows["top1_accuracy"], "s--", color="tab:orange", alpha=0.6)
+            ax2.set_ylabel("top-1 accuracy (dashed)")
+        best = rows.loc[rows["best"], "lag_s"]
+        if len(best):
+            ax.axvline(float(best.iloc[0]), color="tab:green", label=f"best {float(best.iloc[0]):g} s")
+        conf = rows.loc[rows["configured"], "lag_s"]
+        if len(conf):
+            ax.axvline(float(conf.iloc[0]), color="grey", ls=":", label=f"configured {float(conf.iloc[0]):g} s")
+        if planted_lag is not None:
+            ax.axvline(planted_lag, color="tab:red", ls="--", label=f"planted {planted_lag:g} s (demo)")
+        note = "" if rows.get("informative", pd.Series([True])).all() else " (uninformative: same order)"
+        ax.set_title(f"sub-{subject}: {method}{note}", fontsize=9)
+        ax.set_xlabel("lag (s)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     with atomic_path(path_png) as tmp:
         fig.savefig(tmp, dpi=90)

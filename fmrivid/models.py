@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fmrivid.errors import ConfigError, InputError, ModelNotAvailableError
+from fmrivid.extractor_kinds import kind_fields as _extractor_kind_fields
 
 __all__ = ["KINDS", "LoadedModel", "ModelKind", "clip_image_processor", "hub_cache_dir", "load",
            "minilm_dir"]
@@ -77,12 +78,16 @@ class LoadedModel:
 
     @property
     def device(self):
-        """torch.device of the model's parameters."""
+        """torch.device of the model's parameters (or of a diffusers pipeline)."""
+        if _is_pipeline(self.model):
+            return self.model.device
         return next(self.model.parameters()).device
 
     @property
     def dtype(self):
-        """torch dtype of the model's parameters."""
+        """torch dtype of the model's parameters (or of a diffusers pipeline)."""
+        if _is_pipeline(self.model):
+            return self.model.dtype
         return next(self.model.parameters()).dtype
 
 
@@ -120,6 +125,15 @@ class ModelKind:
         Returns the image processor class; None for no processor.
     default_processor : callable or None
         ``default_processor(model) -> processor`` when none is saved with the model.
+    tiny_processor : callable or None
+        ``tiny_processor(settings, tokenizer) -> processor`` for a tiny model,
+        built before the model (it may add tokens to the tokenizer).
+    tiny_tokenizer : bool
+        The tiny model needs the offline tokenizer although ``tokenizer_class``
+        is None (it lives in the processor or the pipeline).
+    pipeline : bool
+        ``model_class`` is a diffusers pipeline (``model_index.json``, components
+        with their own tokenizer); ``LoadedModel.model`` is the pipeline.
     """
 
     model_class: Callable[[], type]
@@ -129,6 +143,9 @@ class ModelKind:
     tokenizer_class: Callable[[], type] | None = None
     processor_class: Callable[[], type] | None = None
     default_processor: Callable[[Any], Any] | None = None
+    tiny_processor: Callable[[dict, Any], Any] | None = None
+    tiny_tokenizer: bool = False
+    pipeline: bool = False
 
 
 _CLIP_TINY = {
@@ -374,7 +391,14 @@ def _tiny_max_positions(kind, settings):
         return settings["text_config"].get(
             "max_position_embeddings", settings["max_position_embeddings"]
         )
+    if "max_text_length" in settings:
+        return settings["max_text_length"]
     return settings.get("max_position_embeddings", 512)
+
+
+# Feature extractors (fmrivid.extractor_kinds): CLIP token embeddings, wav2vec2, BLIP-2, AudioLDM.
+for _name, _fields in _extractor_kind_fields(_lazy_class).items():
+    KINDS[_name] = ModelKind(**_fields)
 
 
 # --------------------------------------------------------------------------- loaders
@@ -385,12 +409,16 @@ def _load_tiny(kind, mk, seed, tiny_config):
 
     settings = _tiny_settings(kind, mk, tiny_config)
     tokenizer = None
-    if mk.tokenizer_class is not None:
+    if mk.tokenizer_class is not None or mk.tiny_tokenizer:
         tokenizer = _minilm_tokenizer(_tiny_max_positions(kind, settings))
+    processor = mk.tiny_processor(settings, tokenizer) if mk.tiny_processor else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         model = mk.build_tiny(settings, tokenizer)
-    processor = mk.default_processor(model) if mk.default_processor else None
+    if processor is None and mk.default_processor:
+        processor = mk.default_processor(model)
+    if mk.tokenizer_class is None:
+        tokenizer = None  # it lives in the processor or the pipeline
     info = {"resolved": "tiny", "revision": None, "tiny": True, "tiny_config": settings}
     return model, tokenizer, processor, info
 
@@ -412,11 +440,34 @@ def _sentence_transformers_settings(path, tokenizer):
             )
 
 
+def _tokenizer_from_pretrained(mk, source, kwargs):
+    """The tokenizer next to the model; for ``#text_encoder`` in a pipeline, ``#tokenizer``."""
+    try:
+        return mk.tokenizer_class().from_pretrained(source, **kwargs)
+    except (OSError, ValueError, TypeError):
+        sub = kwargs.get("subfolder") or ""
+        if "text_encoder" not in sub:
+            raise
+        sibling = sub.replace("text_encoder", "tokenizer")
+        if Path(source).is_dir():
+            return mk.tokenizer_class().from_pretrained(str(Path(source) / sibling), local_files_only=True)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, f"{sibling}/tokenizer_config.json",
+                                        cache_dir=kwargs.get("cache_dir"), revision=kwargs.get("revision"))
+        if not isinstance(cached, str):
+            raise OSError(f"no tokenizer in {sub!r} or {sibling!r} of {source!r}") from None
+        # The snapshot folder itself: no hub look-ups for files a tokenizer folder never has.
+        return mk.tokenizer_class().from_pretrained(str(Path(cached).parent), local_files_only=True)
+
+
 def _from_pretrained(mk, source, kwargs):
     model = mk.model_class().from_pretrained(source, **kwargs)
+    if mk.pipeline:
+        return model, None, None
     tokenizer = None
     if mk.tokenizer_class is not None:
-        tokenizer = mk.tokenizer_class().from_pretrained(source, **kwargs)
+        tokenizer = _tokenizer_from_pretrained(mk, source, kwargs)
     processor = None
     if mk.processor_class is not None:
         try:
@@ -432,9 +483,10 @@ def _load_dir(kind, mk, path, subfolder=None):
     if subfolder:
         kwargs["subfolder"] = subfolder
     config_dir = path / subfolder if subfolder else path
-    if not (config_dir / "config.json").is_file():
+    config_file = "model_index.json" if mk.pipeline else "config.json"
+    if not (config_dir / config_file).is_file():
         raise InputError(
-            config_dir, f"a {kind!r} model directory saved with save_pretrained (config.json)",
+            config_dir, f"a {kind!r} model directory saved with save_pretrained ({config_file})",
             f"files {sorted(p.name for p in config_dir.iterdir())[:10]}"
             if config_dir.is_dir() else "no such directory",
         )
@@ -479,7 +531,8 @@ def _load_hub(kind, mk, repo, revision, subfolder):
     from huggingface_hub import try_to_load_from_cache
 
     cache_dir = hub_cache_dir()
-    config_name = f"{subfolder}/config.json" if subfolder else "config.json"
+    config_file = "model_index.json" if mk.pipeline else "config.json"
+    config_name = f"{subfolder}/{config_file}" if subfolder else config_file
     cached = try_to_load_from_cache(repo, config_name, cache_dir=str(cache_dir),
                                     revision=revision)
     if not isinstance(cached, str):
@@ -498,6 +551,22 @@ def _load_hub(kind, mk, repo, revision, subfolder):
     info = {"resolved": repo, "revision": _commit_from_cached(cached) or revision,
             "tiny": False, "tiny_config": None}
     return model, tokenizer, processor, info
+
+
+def _is_pipeline(model):
+    """A diffusers pipeline (components, no parameters of its own)."""
+    return isinstance(getattr(model, "components", None), dict)
+
+
+def _eval(model):
+    """Eval mode for a module, or for every module of a diffusers pipeline."""
+    if not _is_pipeline(model):
+        model.eval()
+        return
+    for part in model.components.values():
+        if hasattr(part, "eval"):
+            part.eval()
+    model.set_progress_bar_config(disable=True)
 
 
 def _looks_like_path(spec):
@@ -540,7 +609,9 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
         ``"tiny"``, ``"minilm"``, a local directory (optionally ``"dir#subfolder"``)
         or a hub id ``"org/name[@revision][#subfolder]"`` (local cache only).
     kind : str
-        A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"`` or ``"vae"``.
+        A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"``, ``"vae"``,
+        ``"text_tokens"`` (CLIPTextModel), ``"wav2vec2"``, ``"captioner"``
+        (BLIP-2), ``"audioldm"`` (a diffusers pipeline), or a classifier kind.
     seed : int
         Seed of the tiny model's random initialisation (recorded for all specs).
     device : str or torch.device
@@ -576,7 +647,7 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
     model = model.to(device)
     if torch_dtype is not None:
         model = model.to(torch_dtype)
-    model.eval()
+    _eval(model)
     info = {"spec": spec, "kind": kind, "resolved": info["resolved"],
             "revision": info["revision"], "class": _class_name(model), "tiny": info["tiny"],
             "seed": int(seed), "tiny_config": info["tiny_config"]}

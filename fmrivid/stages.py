@@ -29,7 +29,7 @@ def run_splits(table_path, out_path, log=print):
     """Decide the train/test split once, from the stimulus table; every later rule reads this file."""
     from fmrivid.io.bids import read_stimulus_table
 
-    table = read_stimulus_table(table_path)
+    table = read_stimulus_table(table_path, require_captions=False)  # the captions rule checks them
     folder = Path(table_path).parent
     table = table.assign(file=[str(folder / f) for f in table["file"]])
     with atomic_path(out_path) as tmp:
@@ -116,26 +116,139 @@ def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, o
 
 
 # ----------------------------------------------------------------------------- features
-def run_frames(splits_path, n_frames, size, out_path, log=print):
+def clip_durations(events_paths, ids=None):
+    """Longest presentation of each clip in the runs' ``_events.tsv`` files (seconds).
+
+    Parameters
+    ----------
+    events_paths : sequence of str or Path
+        BIDS events files (columns ``onset``, ``duration``, ``clip_id``).
+    ids : sequence of str, optional
+        Clips that must all be presented (an error names those that are not).
+
+    Returns
+    -------
+    dict of str to float
+    """
+    durations = {}
+    for path in events_paths:
+        events = pd.read_csv(path, sep="\t", dtype={"clip_id": str})
+        missing = [c for c in ("duration", "clip_id") if c not in events.columns]
+        if missing:
+            raise InputError(path, "events with columns 'duration' and 'clip_id'",
+                             f"columns {list(events.columns)}")
+        for clip, value in events.groupby("clip_id")["duration"].max().items():
+            durations[str(clip)] = max(float(value), durations.get(str(clip), 0.0))
+    if ids is not None:
+        absent = [c for c in ids if c not in durations]
+        if absent:
+            raise InputError(events_paths[0] if events_paths else "<events>",
+                             "every clip presented in some run's events",
+                             f"no event for {len(absent)} clips {absent[:5]}")
+    return durations
+
+
+def _half_on_cuda(device):
+    """Half precision on CUDA, float32 elsewhere."""
+    return "float16" if str(device).startswith("cuda") else None
+
+
+def _model_attrs(kind, loaded, **settings):
+    """HDF5 attrs of a feature: model id, revision, dtype and settings."""
+    return {"kind": kind, "model": loaded.info["spec"], "dtype": str(loaded.dtype).replace("torch.", ""),
+            "settings": settings, **loaded.info}
+
+
+def run_frames(splits_path, events_paths, n_frames, size, out_path, log=print):
+    """Lossless frames of every clip, cut to the clip's longest presentation in the events."""
     from fmrivid.features.frames import extract_frames
 
     splits = read_splits(splits_path)
-    ids, frames = extract_frames(splits, ".", n_frames, size)
+    durations = clip_durations(events_paths)
+    table = splits.assign(duration=[durations.get(c, np.nan) for c in splits["clip_id"]])
+    whole = table["duration"].isna()
+    if whole.any():
+        log(f"frames: {int(whole.sum())} clips never presented in the events; using their whole video")
+        table = table.assign(duration=table["duration"].fillna(-1.0))
+    ids, frames = extract_frames(table[~whole], ".", n_frames, size, "duration") if (~whole).any() \
+        else ([], np.zeros((0, n_frames, size, size, 3), np.uint8))
+    if whole.any():
+        rest_ids, rest = extract_frames(table[whole], ".", n_frames, size)
+        order = {c: i for i, c in enumerate(list(ids) + list(rest_ids))}
+        rows = [order[c] for c in splits["clip_id"]]
+        ids, frames = list(splits["clip_id"]), np.concatenate([frames, rest])[rows]
     write_features(out_path, ids, frames, {"kind": "frames", "n_frames": n_frames, "size": size,
-                                           "dtype": "uint8", "storage": "lossless"})
+                                           "dtype": "uint8", "storage": "lossless",
+                                           "timing": "n_frames equal intervals of each clip's event duration"})
     log(f"frames: {frames.shape}")
 
 
-def run_text_features(splits_path, model, batch_size, device, seed, out_path, log=print):
+def read_captions(path):
+    """Read ``captions.tsv``: clip_id, caption, source."""
+    return pd.read_csv(path, sep="\t", dtype={"clip_id": str, "caption": str}, keep_default_na=False)
+
+
+def run_captions(splits_path, frames_path, cfg, device, seed, out_path, log=print):
+    """Caption every clip (metadata or a captioner; see :mod:`fmrivid.stimuli.captions`)."""
+    from fmrivid import models
+    from fmrivid.stimuli.captions import clip_captions
+    from fmrivid.utils import resolve_device
+
+    splits = pd.read_csv(splits_path, sep="\t", dtype={"clip_id": str})
+    metadata = splits["caption"].tolist() if "caption" in splits.columns else [None] * len(splits)
+    frames = captioner = None
+    if cfg["source"] != "metadata":
+        _, frames, _ = read_features(frames_path, splits["clip_id"].tolist())
+        device = resolve_device(device, log)
+        captioner = models.load(cfg["model"], "captioner", seed=seed, device=device,
+                                dtype=_half_on_cuda(device))
+    captions, sources = clip_captions(splits["clip_id"], metadata, cfg["source"], frames, captioner,
+                                      cfg["batch_size"], cfg["max_new_tokens"], table=splits_path, log=log)
+    with atomic_path(out_path) as tmp:
+        pd.DataFrame({"clip_id": splits["clip_id"], "caption": captions, "source": sources}).to_csv(
+            tmp, sep="\t", index=False)
+    log(f"captions: {sources.count('metadata')} from metadata, {sources.count('model')} from "
+        f"{cfg['model'] if captioner is not None else 'no model'}")
+
+
+def run_text_features(captions_path, model, batch_size, device, seed, out_path, log=print):
     from fmrivid import models
     from fmrivid.features.embed import text_embeddings
     from fmrivid.utils import resolve_device
 
-    splits = read_splits(splits_path)
+    captions = read_captions(captions_path)
     loaded = models.load(model, "text_encoder", seed=seed, device=resolve_device(device, log))
-    emb = text_embeddings(loaded, splits["caption"].astype(str).tolist(), batch_size=batch_size)
-    write_features(out_path, splits["clip_id"], emb, {"kind": "text", **loaded.info})
+    emb = text_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
+    write_features(out_path, captions["clip_id"], emb, {"kind": "text", **loaded.info})
     log(f"text embeddings {emb.shape} from {loaded.info['resolved']}")
+
+
+def run_clip_text_features(captions_path, model, batch_size, device, seed, out_path, log=print):
+    """CLIP text embeddings of the captions (same CLIP as the image features)."""
+    from fmrivid import models
+    from fmrivid.features.embed import text_embeddings
+    from fmrivid.utils import resolve_device
+
+    captions = read_captions(captions_path)
+    loaded = models.load(model, "clip", seed=seed, device=resolve_device(device, log))
+    emb = text_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
+    write_features(out_path, captions["clip_id"], emb,
+                   _model_attrs("clip_text", loaded, batch_size=batch_size))
+    log(f"CLIP text embeddings {emb.shape} from {loaded.info['resolved']}")
+
+
+def run_token_features(captions_path, model, batch_size, device, seed, out_path, log=print):
+    """Token-level text embeddings (CLIPTextModel last_hidden_state): the generator's conditioning."""
+    from fmrivid import models
+    from fmrivid.features.embed import token_embeddings
+    from fmrivid.utils import resolve_device
+
+    captions = read_captions(captions_path)
+    loaded = models.load(model, "text_tokens", seed=seed, device=resolve_device(device, log))
+    emb = token_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
+    write_features(out_path, captions["clip_id"], emb,
+                   _model_attrs("text_tokens", loaded, batch_size=batch_size, max_length=emb.shape[1]))
+    log(f"token embeddings {emb.shape} from {loaded.info['resolved']}")
 
 
 def run_image_features(frames_path, model, which, batch_size, device, seed, out_path, log=print):
@@ -150,14 +263,91 @@ def run_image_features(frames_path, model, which, batch_size, device, seed, out_
     log(f"image embeddings {emb.shape} from {loaded.info['resolved']}")
 
 
-def run_vae_features(frames_path, vae_dir, batch_size, out_path, log=print):
-    from fmrivid.generate import encode_latents
+def run_vae_features(frames_path, vae, batch_size, device, out_path, frames="first", log=print):
+    """Scaled VAE latents of each clip's first frame (flattened rows) or of all its frames.
+
+    ``vae`` is a model spec (the demo passes the generator's trained VAE directory).
+    """
+    from fmrivid import models
+    from fmrivid.features.embed import vae_latents
+    from fmrivid.utils import resolve_device
+
+    if frames not in ("first", "all"):
+        raise ValueError(f"frames: expected 'first' or 'all'; found {frames!r}")
+    ids, video, _ = read_features(frames_path)
+    device = resolve_device(device, log)
+    loaded = models.load(vae, "vae", device=device, dtype=_half_on_cuda(device))
+    images = video[:, 0] if frames == "first" else video.reshape((-1,) + video.shape[2:])
+    lat = vae_latents(loaded, images, batch_size=batch_size)
+    if frames == "first":
+        out, kind = lat.reshape(len(ids), -1), "vae_first_frame"
+    else:
+        out, kind = lat.reshape(video.shape[:2] + lat.shape[1:]), "vae_all_frames"
+    write_features(out_path, ids, out.astype(np.float32),
+                   {**_model_attrs(kind, loaded, batch_size=batch_size, frames=frames,
+                                   scaling_factor=float(loaded.model.config.scaling_factor)),
+                    "vae": str(vae), "latent_shape": list(lat.shape[1:])})
+    log(f"{kind} VAE latents {out.shape}")
+
+
+def run_audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print):
+    """AudioLDM: one WAV per clip caption, of the clip's duration, seeded per clip."""
+    from fmrivid import models
+    from fmrivid.stimuli.audio import synthesize, write_wavs
+    from fmrivid.utils import clip_seed, resolve_device
+
+    captions = read_captions(captions_path)
+    ids = captions["clip_id"].tolist()
+    durations = clip_durations(events_paths, ids)
+    values = sorted({round(durations[c], 6) for c in ids})
+    if len(values) > 1:
+        raise InputError(events_paths[0], "clips of one duration (audio features are stacked per clip)",
+                         f"durations {values[:5]} s")
+    device = resolve_device(device, log)
+    loaded = models.load(cfg["model"], "audioldm", seed=seed, device=device, dtype=_half_on_cuda(device))
+    seeds = [clip_seed(seed, c) for c in ids]
+    audio, rate = synthesize(loaded, captions["caption"].tolist(), seeds, values[0], cfg["steps"],
+                             cfg["guidance_scale"], cfg["batch_size"], log=log)
+    with atomic_path(out_dir) as tmp:
+        write_wavs(tmp, ids, audio, rate)
+        pd.DataFrame({"clip_id": ids, "file": [f"{c}.wav" for c in ids], "seed": seeds,
+                      "duration": values[0], "rate": rate, "model": loaded.info["spec"],
+                      "revision": str(loaded.info["revision"])}).to_csv(tmp / "audio.tsv", sep="\t",
+                                                                        index=False)
+    log(f"audio: {len(ids)} clips of {values[0]:g} s at {rate} Hz from {loaded.info['resolved']}")
+
+
+def run_wav2vec_features(audio_dir, cfg, tr, device, seed, out_path, log=print):
+    """wav2vec2 embeddings of the synthesized audio, one row per TR window (centred on TR centres)."""
+    from fmrivid import models
+    from fmrivid.features.audio import wav2vec_embeddings
+    from fmrivid.stimuli.audio import read_wavs
+    from fmrivid.utils import resolve_device
+
+    index = pd.read_csv(Path(audio_dir) / "audio.tsv", sep="\t", dtype={"clip_id": str})
+    ids = index["clip_id"].tolist()
+    device = resolve_device(device, log)
+    loaded = models.load(cfg["model"], "wav2vec2", seed=seed, device=device, dtype=_half_on_cuda(device))
+    rate = int(getattr(loaded.processor, "sampling_rate", 16000))
+    audio, rate = read_wavs(audio_dir, ids, rate=rate)
+    emb = wav2vec_embeddings(loaded, audio, rate, tr, cfg["window_trs"], cfg["batch_size"], cfg["layer"])
+    write_features(out_path, ids, emb, _model_attrs("wav2vec2", loaded, tr=tr, window_trs=cfg["window_trs"],
+                                                    layer=cfg["layer"], rows="TR windows centred on "
+                                                    "(j + 0.5) * tr after clip onset"))
+    log(f"wav2vec2 embeddings {emb.shape} from {loaded.info['resolved']}")
+
+
+def run_flow_features(frames_path, cfg, out_path, log=print):
+    """Farneback optical flow between consecutive frames, averaged on a grid."""
+    from fmrivid.features.flow import FARNEBACK, farneback_motion
 
     ids, frames, _ = read_features(frames_path)
-    lat = encode_latents(vae_dir, frames[:, 0], batch_size=batch_size)
-    write_features(out_path, ids, lat.reshape(len(ids), -1).astype(np.float32),
-                   {"kind": "vae_first_frame", "vae": str(vae_dir), "latent_shape": list(lat.shape[1:])})
-    log(f"first-frame VAE latents {lat.shape}")
+    flow = farneback_motion(frames, cfg["grid"], log=log)
+    write_features(out_path, ids, flow, {"kind": "flow_farneback", "model": "opencv",
+                                         "revision": __import__("cv2").__version__, "dtype": "float32",
+                                         "settings": {"grid": cfg["grid"], **FARNEBACK},
+                                         "units": "pixels per frame at the frames' size"})
+    log(f"flow {flow.shape}")
 
 
 # ----------------------------------------------------------------------------- decode

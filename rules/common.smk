@@ -47,7 +47,7 @@ else:
         for _s in SUBJECTS:
             bids.check_runs_exist([bids.run_paths(ROOT, _s, TASK, _r) for _r in RUNS])
         _table_path = Path(ROOT) / DATASET["stimuli_table"]
-        _table = bids.read_stimulus_table(_table_path)
+        _table = bids.read_stimulus_table(_table_path, require_captions=False)
     except fmrivid.errors.FmrividError as err:
         raise WorkflowError(str(err))
     STIMULUS_FILES = [str(_table_path.parent / f) for f in _table["file"]]
@@ -105,4 +105,50 @@ def final_outputs():
         *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
         *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
         *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
+        *optional_feature_outputs(),
     ]
+
+
+# ----------------------------------------------------------------------------- features (rules/features.smk)
+FEATURES = config["features"]
+FEATURE_CODE = ("features", "models.py", "extractor_kinds.py", "io")
+
+
+def all_event_files():
+    """Every run's _events.tsv (clip durations come from the events)."""
+    return [str(bids.run_paths(ROOT, s, TASK, r).events) for s in SUBJECTS for r in RUNS]
+
+
+def captions_input(wildcards):
+    """The splits; the frames too when a captioner runs (features.captions.source is not metadata)."""
+    files = {"splits": res("splits.tsv")}
+    if FEATURES["captions"]["source"] != "metadata":
+        files["frames"] = res("features/frames.h5")
+    return files
+
+
+def vae_input(wildcards):
+    """The generator's trained VAE when features.vae_model is 'generator'; else nothing (a model spec)."""
+    return {"vae": f"{GENERATOR}/vae"} if FEATURES["vae_model"] == "generator" else {}
+
+
+def vae_spec(wildcards, input):
+    return input.vae if FEATURES["vae_model"] == "generator" else FEATURES["vae_model"]
+
+
+def optional_feature_outputs():
+    """Feature files the config enables beyond those the decoders read (targets of rule all)."""
+    out = []
+    if FEATURES["clip_text"]:
+        out.append(res("features/clip_text.h5"))
+    if FEATURES["tokens"]["enabled"]:
+        out.append(res("features/text_tokens.h5"))
+    if FEATURES["vae_all_frames"]:
+        out.append(res("features/vae_frames.h5"))
+    if FEATURES["flow"]["enabled"]:
+        out.append(res("features/flow.h5"))
+    if FEATURES["wav2vec"]["enabled"]:
+        out.append(res("features/wav2vec.h5"))
+    elif FEATURES["audio"]["enabled"]:
+        out.append(res("audio"))
+    return out

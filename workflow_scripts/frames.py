@@ -1,4 +1,4 @@
-"""Rule frames: lossless frames of every clip."""
+"""Rule frames: lossless frames of every clip, cut to its event duration."""
 import sys
 from pathlib import Path
 
@@ -7,5 +7,5 @@ from fmrivid import stages  # noqa: E402
 from fmrivid.utils import run_stage  # noqa: E402
 
 run_stage(stages.run_frames, snakemake.log[0], snakemake.threads,
-          splits_path=snakemake.input.splits, n_frames=snakemake.params.n_frames, size=snakemake.params.size,
-          out_path=snakemake.output[0])
+          splits_path=snakemake.input.splits, events_paths=list(snakemake.input.events),
+          n_frames=snakemake.params.n_frames, size=snakemake.params.size, out_path=snakemake.output[0])

@@ -7,5 +7,5 @@ from fmrivid import stages  # noqa: E402
 from fmrivid.utils import run_stage  # noqa: E402
 
 run_stage(stages.run_text_features, snakemake.log[0], snakemake.threads,
-          splits_path=snakemake.input.splits, model=snakemake.params.model, batch_size=snakemake.params.batch_size,
+          captions_path=snakemake.input.captions, model=snakemake.params.model, batch_size=snakemake.params.batch_size,
           device=snakemake.params.device, seed=snakemake.params.seed, out_path=snakemake.output[0])

@@ -1,4 +1,4 @@
-"""Rule vae_features: first-frame VAE latents of every clip."""
+"""Rules vae_features / vae_video_features: scaled VAE latents of the first or all frames."""
 import sys
 from pathlib import Path
 
@@ -7,5 +7,5 @@ from fmrivid import stages  # noqa: E402
 from fmrivid.utils import run_stage  # noqa: E402
 
 run_stage(stages.run_vae_features, snakemake.log[0], snakemake.threads,
-          frames_path=snakemake.input.frames, vae_dir=snakemake.input.vae, batch_size=snakemake.params.batch_size,
-          out_path=snakemake.output[0])
+          frames_path=snakemake.input.frames, vae=snakemake.params.vae, frames=snakemake.params.frames,
+          batch_size=snakemake.params.batch_size, device=snakemake.params.device, out_path=snakemake.output[0])

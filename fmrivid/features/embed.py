@@ -12,7 +12,7 @@ import contextlib
 
 import numpy as np
 
-__all__ = ["image_embeddings", "text_embeddings", "vae_latents"]
+__all__ = ["image_embeddings", "text_embeddings", "token_embeddings", "vae_latents"]
 
 _WHICH = ("middle", "first", "mean")
 
@@ -260,4 +260,46 @@ def vae_latents(loaded_or_vae, images, batch_size=16):
             chunks.append((mean * scale).float().cpu().numpy())
     if not chunks:
         return np.zeros((0,) + _latent_shape(vae, *images.shape[1:3]), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def token_embeddings(loaded, captions, batch_size=64):
+    """Token-level text embeddings: the conditioning a text-to-video generator sees.
+
+    Parameters
+    ----------
+    loaded : fmrivid.models.LoadedModel
+        Kind ``"text_tokens"`` (``CLIPTextModel`` and its tokenizer).
+    captions : sequence of str
+    batch_size : int
+        Captions per forward pass.
+
+    Returns
+    -------
+    ndarray of float32, shape (N, L, D)
+        ``last_hidden_state`` of captions padded to ``L = model_max_length``
+        (77 for Stable Diffusion's CLIP), as diffusers pipelines pad them.
+    """
+    import torch
+
+    batch_size = _check_batch_size(batch_size)
+    captions = list(captions)
+    if any(not isinstance(c, str) for c in captions):
+        raise ValueError("captions: expected strings")
+    if loaded.tokenizer is None:
+        raise ValueError("token_embeddings: the loaded model has no tokenizer")
+    device, _ = _device_dtype(loaded.model)
+    length = _max_length(loaded)
+    chunks = []
+    with torch.inference_mode(), _autocast(device):
+        for part in _batches(len(captions), batch_size):
+            tokens = loaded.tokenizer(captions[part], padding="max_length", truncation=True,
+                                      max_length=length, return_tensors="pt")
+            hidden = loaded.model(input_ids=tokens["input_ids"].to(device)).last_hidden_state
+            chunks.append(hidden.float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, length, loaded.model.config.hidden_size), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -74,12 +74,18 @@ def read_events(path):
     return events
 
 
-def read_stimulus_table(path):
-    """Read the stimulus table (clip_id, file, caption, split); check ids and splits."""
+def read_stimulus_table(path, require_captions=True):
+    """Read the stimulus table (clip_id, file, caption, split); check ids and splits.
+
+    With ``require_captions=False`` the caption column may be absent or have
+    blanks (captions then come from a captioning model; the captions rule checks).
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "the stimulus table named by dataset.stimuli_table", "no such file")
     table = pd.read_csv(path, sep="\t", dtype={"clip_id": str})
+    if not require_captions and "caption" not in table.columns:
+        table = table.assign(caption="")
     missing = [c for c in STIMULUS_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(path, f"columns {list(STIMULUS_COLUMNS)}", f"columns {list(table.columns)}")
@@ -90,7 +96,7 @@ def read_stimulus_table(path):
     if bad:
         raise InputError(path, "split values 'train' or 'test'", f"{bad}")
     empty = table["clip_id"][table["caption"].isna() | (table["caption"].astype(str).str.strip() == "")]
-    if len(empty):
+    if len(empty) and require_captions:
         raise InputError(path, "a caption for every clip", f"no caption for {empty.tolist()[:5]}")
     for split in ("train", "test"):
         if not (table["split"] == split).any():

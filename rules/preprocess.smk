@@ -79,3 +79,48 @@ rule preprocess:
         runtime=30,
     script:
         "../workflow_scripts/preprocess.py"
+
+
+# Surface projection (nilearn vol_to_surf) of the preprocessed samples, GIfTI per hemisphere, optional flat maps.
+SURFACE = config["preprocess"]["surface"]
+
+
+def preprocess_outputs():
+    """Optional preprocessing outputs requested by rule all (see final_outputs in common.smk)."""
+    if not SURFACE["enabled"]:
+        return []
+    files = expand(res("surface/sub-{sub}_hemi-{hemi}.func.gii"), sub=SUBJECTS, hemi=["L", "R"])
+    files += expand(res("qc/sub-{sub}_surface.png"), sub=SUBJECTS)
+    if SURFACE["flatmap"]:
+        files += expand(res("surface/sub-{sub}_flatmaps.h5"), sub=SUBJECTS)
+    return files
+
+
+rule surface:
+    input:
+        res("fmri/sub-{sub}.h5"),
+    output:
+        left=res("surface/sub-{sub}_hemi-L.func.gii"),
+        right=res("surface/sub-{sub}_hemi-R.func.gii"),
+        flat=res("surface/sub-{sub}_flatmaps.h5") if SURFACE["flatmap"] else [],
+        figure=report(
+            res("qc/sub-{sub}_surface.png"),
+            caption="report/preprocess_surface.rst",
+            category="1. Preprocessing",
+            subcategory="sub-{sub}",
+        ),
+    params:
+        cfg=SURFACE,
+        code=code_hash("preprocess", "io"),
+    log:
+        log_path("surface_sub-{sub}"),
+    benchmark:
+        bench_path("surface_sub-{sub}")
+    conda:
+        "../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(2000),
+        runtime=20,
+    script:
+        "../workflow_scripts/preprocess_surface.py"

@@ -79,7 +79,7 @@ def _samples_per_lag(runs, tr, lags):
 
 
 def _finish(table, tr, n_voxels, configured_lag, score):
-    table.insert(1, "lag_trs", (table["lag_s"] / tr).round(3))
+    table.insert(int(table.columns.get_loc("lag_s")) + 1, "lag_trs", (table["lag_s"] / tr).round(3))
     table["n_voxels"] = n_voxels
     best = table[score].idxmax() if table[score].notna().any() else None
     table["best"] = table.index == best

@@ -129,3 +129,28 @@ def selection_table(sd, truth_img=None):
             row.update({"precision": hit / max(int(selected.sum()), 1), "recall": hit / max(int(truth.sum()), 1),
                         "n_planted": int(truth.sum()), "truth": f"{truth_img} (simulated demo only)"})
     return pd.DataFrame([row])
+
+
+def surface_qc(result, path):
+    """Mean training sample on the inflated fsaverage surface (both hemispheres), plus a few flat maps."""
+    from nilearn import plotting
+
+    tex, mesh, n_train = result["textures"], result["mesh"], result["n_train"]
+    flat = result["flatmaps"]
+    n_flat = 0 if flat is None else min(4, len(flat))
+    fig = plt.figure(figsize=(3.2 * (2 + n_flat), 3.2))
+    for k, hemi in enumerate(("left", "right")):
+        ax = fig.add_subplot(1, 2 + n_flat, k + 1, projection="3d")
+        values = tex[hemi][:, :n_train].mean(axis=1)
+        plotting.plot_surf_stat_map(mesh.get("inflated", mesh["pial"])[hemi], values, hemi=hemi, axes=ax,
+                                    figure=fig, colorbar=False, cmap="RdBu_r", view="posterior",
+                                    title=f"{hemi}: mean training sample")
+    for j in range(n_flat):
+        ax = fig.add_subplot(1, 2 + n_flat, 3 + j)
+        lim = float(np.abs(flat[j]).max()) or 1.0
+        ax.imshow(flat[j], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(f"flat map {result['ids'][j]}", fontsize=8)
+        ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)

@@ -22,12 +22,16 @@ rule splits:
         "../workflow_scripts/splits.py"
 
 
+LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
+
+
 rule preprocess:
     input:
         bold=run_files("bold"),
         sidecar=run_files("sidecar"),
         events=run_files("events"),
         splits=res("splits.tsv"),
+        lag_features=res(f"features/{LAG_FEATURE}.h5") if LAG_FEATURE else [],
     output:
         h5=res("fmri/sub-{sub}.h5"),
         qc=report(
@@ -71,6 +75,8 @@ rule preprocess:
         log_path("preprocess_sub-{sub}"),
     benchmark:
         bench_path("preprocess_sub-{sub}")
+    group:
+        "fmri"
     conda:
         "../envs/neuro.yaml"
     threads: 1
@@ -116,6 +122,8 @@ rule surface:
         log_path("surface_sub-{sub}"),
     benchmark:
         bench_path("surface_sub-{sub}")
+    group:
+        "fmri"
     conda:
         "../envs/neuro.yaml"
     threads: 1

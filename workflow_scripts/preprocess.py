@@ -12,4 +12,4 @@ run_stage(stages.run_preprocess, snakemake.log[0], snakemake.threads,
           cfg=dict(snakemake.params.cfg), out_h5=snakemake.output.h5, out_qc=snakemake.output.qc,
           out_tsnr=snakemake.output.tsnr, out_lag_tsv=snakemake.output.lag_tsv, out_lag_png=snakemake.output.lag_png,
           out_selection_tsv=snakemake.output.selection_tsv, truth_dir=snakemake.params.truth_dir or None,
-          layout=snakemake.params.layout)
+          layout=snakemake.params.layout, lag_features=snakemake.input.lag_features or None)

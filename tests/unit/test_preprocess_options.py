@@ -197,3 +197,8 @@ def test_repeat_identification_helpers():
     ev1 = pd.DataFrame({"onset": [0, 1, 2], "clip_id": ["x", "y", "z"]})
     ev2 = pd.DataFrame({"onset": [0, 1, 2], "clip_id": ["z", "x", "y"]})
     assert shared_order([(None, ev1, ""), (None, ev1, "")]) and not shared_order([(None, ev1, ""), (None, ev2, "")])
+
+
+def test_example_bids_config_validates():
+    cfg = fc.load(fc.SCHEMA_PATH.parent.parent / "bids.yaml")
+    assert cfg["dataset"]["layout"] == "bids" and cfg["preprocess"]["detrend_order"] == 4

@@ -17,8 +17,18 @@ try:
     )
 except fmrivid.errors.ConfigError as err:
     raise WorkflowError(str(err))
+
+
+def _key_sorted(value):
+    """Dicts with sorted keys, recursively: params are compared by repr(), so the order of keys in a
+    config file must not matter (reordering a YAML file must not rerun anything)."""
+    if isinstance(value, dict):
+        return {k: _key_sorted(value[k]) for k in sorted(value)}
+    return value
+
+
 config.clear()
-config.update(_validated)
+config.update(_key_sorted(_validated))
 
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]

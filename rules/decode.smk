@@ -17,6 +17,8 @@ rule decode:
         log_path("decode_sub-{sub}_{target}"),
     benchmark:
         bench_path("decode_sub-{sub}_{target}")
+    group:
+        "subject"
     conda:
         "../envs/torch.yaml"
     threads: 2

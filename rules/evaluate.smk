@@ -19,6 +19,8 @@ rule evaluate:
         log_path("evaluate_{method}_sub-{sub}"),
     benchmark:
         bench_path("evaluate_{method}_sub-{sub}")
+    group:
+        "subject"
     conda:
         "../envs/eval.yaml"
     threads: 1
@@ -51,6 +53,8 @@ rule metrics_table:
         log_path("metrics_table"),
     benchmark:
         bench_path("metrics_table")
+    group:
+        "tables"
     conda:
         "../envs/eval.yaml"
     threads: 1

@@ -17,6 +17,8 @@ rule frames:
         log_path("frames"),
     benchmark:
         bench_path("frames")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 1
@@ -41,6 +43,8 @@ rule captions:
         log_path("captions"),
     benchmark:
         bench_path("captions")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -66,6 +70,8 @@ rule text_features:
         log_path("text_features"),
     benchmark:
         bench_path("text_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -91,6 +97,8 @@ rule clip_text_features:
         log_path("clip_text_features"),
     benchmark:
         bench_path("clip_text_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -116,6 +124,8 @@ rule token_features:
         log_path("token_features"),
     benchmark:
         bench_path("token_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -142,6 +152,8 @@ rule image_features:
         log_path("image_features"),
     benchmark:
         bench_path("image_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -168,6 +180,8 @@ rule vae_features:
         log_path("vae_features"),
     benchmark:
         bench_path("vae_features")
+    group:
+        "generator"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -194,6 +208,8 @@ rule vae_video_features:
         log_path("vae_video_features"),
     benchmark:
         bench_path("vae_video_features")
+    group:
+        "generator"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -219,6 +235,8 @@ rule audio:
         log_path("audio"),
     benchmark:
         bench_path("audio")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -244,6 +262,8 @@ rule wav2vec_features:
         log_path("wav2vec_features"),
     benchmark:
         bench_path("wav2vec_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -266,6 +286,8 @@ rule flow_features:
         log_path("flow_features"),
     benchmark:
         bench_path("flow_features")
+    group:
+        "stimuli"
     conda:
         "../envs/torch.yaml"
     threads: 1

@@ -15,6 +15,8 @@ rule train_demo_vae:
         log_path("train_demo_vae"),
     benchmark:
         bench_path("train_demo_vae")
+    group:
+        "generator"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -42,6 +44,8 @@ rule train_demo_unet:
         log_path("train_demo_unet"),
     benchmark:
         bench_path("train_demo_unet")
+    group:
+        "generator"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -68,6 +72,8 @@ rule generate:
         log_path("generate_{method}_sub-{sub}"),
     benchmark:
         bench_path("generate_{method}_sub-{sub}")
+    group:
+        "subject"
     conda:
         "../envs/torch.yaml"
     threads: 2

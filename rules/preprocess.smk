@@ -12,6 +12,8 @@ rule splits:
         log_path("splits"),
     benchmark:
         bench_path("splits")
+    group:
+        "stimuli"
     conda:
         "../envs/neuro.yaml"
     threads: 1

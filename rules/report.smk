@@ -25,6 +25,8 @@ rule subject_figures:
         log_path("subject_figures_sub-{sub}"),
     benchmark:
         bench_path("subject_figures_sub-{sub}")
+    group:
+        "subject"
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -51,6 +53,8 @@ rule metric_figure:
         log_path("metric_figure"),
     benchmark:
         bench_path("metric_figure")
+    group:
+        "tables"
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -77,6 +81,8 @@ rule training_curves:
         log_path("training_curves"),
     benchmark:
         bench_path("training_curves")
+    group:
+        "generator"
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -105,6 +111,8 @@ rule provenance:
         log_path("provenance"),
     benchmark:
         bench_path("provenance")
+    group:
+        "tables"
     conda:
         "../envs/report.yaml"
     threads: 1

@@ -26,6 +26,8 @@ if SIMULATE:
             log_path("simulate_demo"),
         benchmark:
             bench_path("simulate_demo")
+        group:
+            "stimuli"
         conda:
             "../envs/neuro.yaml"
         threads: 1

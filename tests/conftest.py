@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -62,3 +65,22 @@ def tiny_bids(tmp_path):
         _write_run(func, "01", run, data, ev)
     return {"root": root, "runs": list(runs), "responsive": responsive, "train": train, "test": test,
             "write_run": _write_run, "func": func}
+
+
+REPO = Path(__file__).resolve().parents[1]
+SMK_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """ONE local run of the whole DAG with config/test.yaml (2 cores), shared by every test that needs it.
+
+    Tests must not modify it (copy it first). Returns the working directory; outputs are under results/.
+    """
+    work = tmp_path_factory.mktemp("tiny_run")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+           "--cores", "2", "--configfile", str(REPO / "config/test.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=SMK_ENV, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"tiny run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return work

@@ -47,11 +47,7 @@ def test_dry_run_lists_every_rule(tmp_path):
     assert planned == defined_rules()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny_run")
-    smk(work, "--cores", "2", "--configfile", str(REPO / "config/test.yaml"))
-    return work
+# `tiny_run` (one local run of config/test.yaml, shared with tests/cluster) lives in tests/conftest.py.
 
 
 def test_tiny_run_produces_every_output(tiny_run):

@@ -202,3 +202,10 @@ def test_repeat_identification_helpers():
 def test_example_bids_config_validates():
     cfg = fc.load(fc.SCHEMA_PATH.parent.parent / "bids.yaml")
     assert cfg["dataset"]["layout"] == "bids" and cfg["preprocess"]["detrend_order"] == 4
+
+
+def test_hrf_alignment_through_the_pipeline(tiny_bids):
+    runs, splits = _inputs(tiny_bids)
+    sd = preprocess_subject(runs, splits, 1.0, _cfg(alignment="hrf", hrf_model="glover"), log=QUIET, lag_scan=False)
+    assert sd.info["alignment"] == "hrf" and sd.train_X.shape[0] == 12
+    assert min(_precision_recall(sd, tiny_bids["responsive"])) >= 0.8

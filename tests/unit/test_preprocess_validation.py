@@ -161,3 +161,70 @@ def test_trim_preset_refuses_other_lengths(tiny_bids, tmp_path):
                                          r"preset, preprocess\.trim\.preset\); found \d+ volumes"):
         _run(tiny_bids, out, trim={"preset": "cc2017"})
     assert not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_config_tr_disagreeing_with_the_data(tiny_bids, tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    root = tiny_bids["root"]
+    runs = [bids.run_paths(root, "01", "movie", r) for r in tiny_bids["runs"]]
+    stages.run_splits(root / "stimuli" / "clips.tsv", root / "splits.tsv", log=lambda m: None)
+    pcfg = fc.validate({"preprocess": {}})["preprocess"]
+    with pytest.raises(InputError, match=r"run-01_bold\.nii\.gz: expected TR 2\.0 s \(dataset\.tr in the config\); "
+                                         r"found TR 1\.0 s"):
+        stages.run_preprocess([r.bold for r in runs], [r.sidecar for r in runs], [r.events for r in runs],
+                              tiny_bids["runs"], "01", 2.0, root / "splits.tsv", pcfg, out / "fmri/sub-01.h5",
+                              out / "qc/sel.png", out_lag_tsv=out / "qc/lag.tsv", log=lambda m: None)
+    assert not any(p.is_file() for p in out.rglob("*"))
+
+
+def _small_models(n_left=30, n_right=20):
+    left = np.ones(n_left, bool)
+    right = np.ones(n_right, bool)
+    return (nib.cifti2.BrainModelAxis.from_mask(left, name="CortexLeft")
+            + nib.cifti2.BrainModelAxis.from_mask(right, name="CortexRight"))
+
+
+def _cifti_case(tmp_path, kind):
+    from fmrivid.io import cc2017, cifti
+
+    root = tmp_path / "cc"
+    rng = np.random.default_rng(0)
+    cc = {"space": "cifti", "mni_file": "", "train_segments": 2, "test_segments": 1, "train_repeats": 2,
+          "test_repeats": 1, "fps": 30}
+    for seg, rep, _, path in cc2017.list_runs(root, "1", cc, check=False):
+        models = _small_models(30 if not (kind == "models" and seg == "seg2") else 31)
+        data = 100 + rng.normal(size=(245, len(models))).astype(np.float32)
+        tr = 1.5 if (kind == "tr" and seg == "seg2") else 2.0
+        if kind == "nan" and seg == "seg2" and rep == "2":
+            data[17, 3] = np.nan
+        cifti.write_dtseries(path, data, tr, models)
+        if kind == "not_cifti" and seg == "seg2":
+            nib.save(nib.Nifti1Image(data.T[:, None, None, :], np.eye(4)), path)
+    runs = cc2017.list_runs(root, "1", cc)
+    table = cc2017.stimulus_table(cc).assign(caption="")
+    table[["clip_id", "split", "file", "caption"]].to_csv(tmp_path / "splits.tsv", sep="\t", index=False)
+    return runs
+
+
+CIFTI_CASES = [
+    ("tr", r"seg2_1_Atlas\.dtseries\.nii: expected TR 2\.0 s \(dataset\.tr in the config\); found series step 1\.5 s"),
+    ("models", r"seg2_1_Atlas\.dtseries\.nii: expected the grayordinates of seg1_1_Atlas\.dtseries\.nii \(50 "
+               r"brain-model entries\); found different grayordinates \(51 entries\)"),
+    ("nan", r"seg2_2_Atlas\.dtseries\.nii: expected finite values; found 1 NaN/inf values \(first at time point 17, "
+            r"column 3\)"),
+    ("not_cifti", r"seg2_1_Atlas\.dtseries\.nii: expected a CIFTI-2 image; found a Nifti1Image"),
+]
+
+
+@pytest.mark.parametrize("kind,message", CIFTI_CASES, ids=[c[0] for c in CIFTI_CASES])
+def test_bad_cifti_named_and_nothing_written(tmp_path, kind, message):
+    runs = _cifti_case(tmp_path, kind)
+    out = tmp_path / "results"
+    cfg = fc.validate({"preprocess": {"trim": {"preset": "cc2017"}, "out_of_run": "drop",
+                                      "selection": {"min_voxels": 5}}})["preprocess"]
+    with pytest.raises(InputError, match=message):
+        stages.run_preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
+                              tmp_path / "splits.tsv", cfg, out / "fmri/sub-1.h5", out / "qc/sel.png",
+                              out_lag_tsv=out / "qc/lag.tsv", layout="cc2017", log=lambda m: None)
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

@@ -208,4 +208,8 @@ def test_hrf_alignment_through_the_pipeline(tiny_bids):
     runs, splits = _inputs(tiny_bids)
     sd = preprocess_subject(runs, splits, 1.0, _cfg(alignment="hrf", hrf_model="glover"), log=QUIET, lag_scan=False)
     assert sd.info["alignment"] == "hrf" and sd.train_X.shape[0] == 12
-    assert min(_precision_recall(sd, tiny_bids["responsive"])) >= 0.8
+    precision, recall = _precision_recall(sd, tiny_bids["responsive"])
+    # The fixture's response is a 2-s box 4 s after onset, not HRF-shaped: the HRF weights (which spread over
+    # ~2-12 s) still find only planted voxels, and far more of them than samples taken without a lag.
+    no_lag = preprocess_subject(runs, splits, 1.0, _cfg(lag_s=0.0), log=QUIET, lag_scan=False)
+    assert precision >= 0.9 and recall > _precision_recall(no_lag, tiny_bids["responsive"])[1] + 0.3

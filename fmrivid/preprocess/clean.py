@@ -16,7 +16,7 @@ def polynomial_basis(n_volumes, order):
     return q
 
 
-def detrend_standardize(data, order=4, standardize="zscore_sample", inplace=False):
+def detrend_standardize(data, order=4, standardize="zscore_sample", inplace=False, return_scale=False):
     """Remove a polynomial trend of degree ``order`` from each column, then z-score.
 
     Equivalent to nilearn's ``signal.clean(data, detrend=False,
@@ -34,10 +34,13 @@ def detrend_standardize(data, order=4, standardize="zscore_sample", inplace=Fals
         ddof=1, ddof=0, or no scaling.
     inplace : bool
         Overwrite ``data`` when it is already a C-contiguous float32 array (saves one copy).
+    return_scale : bool
+        Also return the SD of each detrended column (ddof as ``standardize``; ddof=1 for 'none').
 
     Returns
     -------
     ndarray (n_volumes, n_voxels), float32
+        And, with ``return_scale``, ndarray (n_voxels,) float32.
     """
     if inplace and isinstance(data, np.ndarray) and data.dtype == np.float32 and data.flags.c_contiguous:
         out = data
@@ -47,16 +50,20 @@ def detrend_standardize(data, order=4, standardize="zscore_sample", inplace=Fals
     if n <= order + 1:
         raise ValueError(f"detrend order {order} needs more than {order + 1} volumes; got {n}")
     q = polynomial_basis(n, order).astype(np.float32)
-    ddof = 1 if standardize == "zscore_sample" else 0
+    ddof = 0 if standardize == "zscore" else 1
     tiny = np.finfo(np.float32).eps
+    scale = np.zeros(out.shape[1], np.float32) if return_scale else None
     for start in range(0, out.shape[1], CHUNK):
         block = out[:, start:start + CHUNK]
         # Centre first (mean accumulated in float64) so that the float32 projection works on small
         # numbers: BOLD sits on a baseline of hundreds, where float32 cancellation would cost ~1e-4.
         block -= block.mean(axis=0, dtype=np.float64).astype(np.float32)
         block -= q @ (q.T @ block)
-        if standardize != "none":
+        if standardize != "none" or return_scale:
             sd = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / (n - ddof)).astype(np.float32)
-            sd[sd < tiny] = 1.0
-            block /= sd
-    return out
+            if return_scale:
+                scale[start:start + CHUNK] = sd
+            if standardize != "none":
+                sd[sd < tiny] = 1.0
+                block /= sd
+    return (out, scale) if return_scale else out

@@ -234,19 +234,14 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
     log(f"sub-{subject}: {len(checked)} runs validated (headers, TR {tr:g} s, grids, events)")
 
     # Pass 1: integrity, finite values, training mean and tSNR (training runs only decide the mask).
-    mean_sum, tsnr_sum = None, None
+    mean_sum = None
     for c in checked:
         data = _load(c)
         if c in train_runs:
-            axis = 0 if is_cifti else 3
-            m = data.mean(axis=axis, dtype=np.float64)
-            s = data.std(axis=axis, dtype=np.float64)
-            t = np.where(s > 0, m / np.where(s > 0, s, 1), 0.0)
+            m = data.mean(axis=0 if is_cifti else 3, dtype=np.float64)
             mean_sum = m if mean_sum is None else mean_sum + m
-            tsnr_sum = t if tsnr_sum is None else tsnr_sum + t
         del data
     mean_img = mean_sum / len(train_runs)
-    tsnr_img = tsnr_sum / len(train_runs)
     if is_cifti:
         img0 = checked[0].img
         mask = cifti.cortex_columns(img0) if cfg["cifti_cortex_only"] else np.ones(img0.shape[1], bool)
@@ -274,10 +269,15 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
     parts = {"train": ([], [], []), "test": ([], [], [])}
     group_of = {}
     scan_runs = []
+    tsnr_sum = np.zeros(n_mask)
     dropped = 0
     for c in checked:
         data = _load(c, columns=mask if is_cifti else None, mask=None if is_cifti else mask)
-        clean = detrend_standardize(data, cfg["detrend_order"], cfg["standardize"], inplace=True)
+        mean = data.mean(axis=0, dtype=np.float64)
+        clean, scale = detrend_standardize(data, cfg["detrend_order"], cfg["standardize"], inplace=True,
+                                           return_scale=True)
+        if len(c.train):  # tSNR: mean over time / SD of the detrended series, averaged over training runs
+            tsnr_sum += np.where(scale > 0, mean / np.where(scale > 0, scale, 1), 0.0) / len(train_runs)
         for split, ev in (("train", c.train), ("test", c.test)):
             if len(ev):
                 x, ids, kept = event_samples(clean, ev, tr, lag, source=c.run.source, **kw)
@@ -311,6 +311,8 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
         train_X, train_ids = flat(train_all), list(train_ids_all)
     test_X, test_ids = average_repeats(flat(np.concatenate(parts["test"][0])), parts["test"][1])
 
+    tsnr_img = np.zeros(mask.shape, np.float32)
+    tsnr_img[mask] = tsnr_sum
     qc = {"mask": mask, "tsnr": tsnr_img, "mean": mean_img, "keep": keep, "score_all": score}
     if lag_scan and scan_runs:
         lags = np.arange(0.0, cfg["qc"]["lag_scan_max_s"] + 1e-9, tr)

@@ -54,14 +54,14 @@ def volume_image(sd, mask_values, fill=0.0):
 
 
 def tsnr_qc(sd, path):
-    """tSNR of the training runs (mean over time / SD over time, averaged over runs) as a figure."""
+    """tSNR of the training runs (mean over time / SD of the detrended series, averaged over runs) as a figure."""
     from nilearn import plotting
 
     fig = plt.figure(figsize=(11, 3.6))
     tsnr = np.asarray(sd.qc["tsnr"], dtype=np.float32)
     if sd.space == "cifti":
         ax = fig.add_subplot(111)
-        ax.plot(tsnr, lw=0.3)
+        ax.plot(np.flatnonzero(sd.qc["mask"]), tsnr[sd.qc["mask"]], lw=0.3)
         ax.set_xlabel("grayordinate")
         ax.set_ylabel("tSNR")
         ax.set_title(f"sub-{sd.subject}: tSNR of training runs per grayordinate")

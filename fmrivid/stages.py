@@ -33,7 +33,9 @@ def run_splits(table_path, out_path, log=print):
     folder = Path(table_path).parent
     table = table.assign(file=[str(folder / f) for f in table["file"]])
     with atomic_path(out_path) as tmp:
-        table[SPLIT_COLUMNS].to_csv(tmp, sep="\t", index=False)
+        # Optional clip timing inside the movie file (CC2017: 2-s clips of 8-min segments) is kept for frames.
+        timing = [c for c in ("start_s", "duration_s") if c in table.columns]
+        table[SPLIT_COLUMNS + timing].to_csv(tmp, sep="\t", index=False)
     log(f"splits: {int((table.split == 'train').sum())} train, {int((table.split == 'test').sum())} test clips")
 
 
@@ -169,20 +171,27 @@ def _model_attrs(kind, loaded, **settings):
 
 
 def run_frames(splits_path, events_paths, n_frames, size, out_path, log=print):
-    """Lossless frames of every clip, cut to the clip's longest presentation in the events."""
+    """Lossless frames of every clip, cut to the clip's longest presentation in the events.
+
+    A clip starts at the table's ``start_s`` (seconds into its file; 0 without the column) and lasts
+    its event duration (else the table's ``duration_s``, else the whole video).
+    """
     from fmrivid.features.frames import extract_frames
 
     splits = read_splits(splits_path)
     durations = clip_durations(events_paths)
-    table = splits.assign(duration=[durations.get(c, np.nan) for c in splits["clip_id"]])
+    fallback = splits["duration_s"] if "duration_s" in splits.columns else pd.Series(np.nan, splits.index)
+    starts = splits["start_s"].astype(float) if "start_s" in splits.columns else 0.0
+    table = splits.assign(duration=[durations.get(c, f) for c, f in zip(splits["clip_id"], fallback)],
+                          start=starts)
     whole = table["duration"].isna()
     if whole.any():
         log(f"frames: {int(whole.sum())} clips never presented in the events; using their whole video")
         table = table.assign(duration=table["duration"].fillna(-1.0))
-    ids, frames = extract_frames(table[~whole], ".", n_frames, size, "duration") if (~whole).any() \
-        else ([], np.zeros((0, n_frames, size, size, 3), np.uint8))
+    ids, frames = extract_frames(table[~whole], ".", n_frames, size, "duration", start_col="start") \
+        if (~whole).any() else ([], np.zeros((0, n_frames, size, size, 3), np.uint8))
     if whole.any():
-        rest_ids, rest = extract_frames(table[whole], ".", n_frames, size)
+        rest_ids, rest = extract_frames(table[whole], ".", n_frames, size, start_col="start")
         order = {c: i for i, c in enumerate(list(ids) + list(rest_ids))}
         rows = [order[c] for c in splits["clip_id"]]
         ids, frames = list(splits["clip_id"]), np.concatenate([frames, rest])[rows]

@@ -135,7 +135,7 @@ def final_outputs():
 
 # ----------------------------------------------------------------------------- features (rules/features.smk)
 FEATURES = config["features"]
-FEATURE_CODE = ("features", "models.py", "extractor_kinds.py", "io")
+FEATURE_CODE = ("features", "models.py", "extractor_kinds.py", "io/h5.py", "io/atomic.py", "io/video.py")
 
 
 def all_event_files():

@@ -12,7 +12,7 @@ rule frames:
     params:
         n_frames=FEATURES["n_frames"],
         size=FEATURES["size"],
-        code=code_hash("features/frames.py", "io"),
+        code=code_hash("features/frames.py", "io/h5.py", "io/atomic.py", "io/video.py"),
     log:
         log_path("frames"),
     benchmark:
@@ -281,7 +281,7 @@ rule flow_features:
         res("features/flow.h5"),
     params:
         cfg=FEATURES["flow"],
-        code=code_hash("features/flow.py", "io"),
+        code=code_hash("features/flow.py", "io/h5.py", "io/atomic.py"),
     log:
         log_path("flow_features"),
     benchmark:

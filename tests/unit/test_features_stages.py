@@ -131,3 +131,23 @@ def test_audio_needs_one_duration_and_every_clip_presented(stimuli):
         stages.run_audio(stimuli / "captions.tsv", [stimuli / "events.tsv"], audio_cfg, "cpu", 0,
                          stimuli / "audio", **QUIET)
     assert not (stimuli / "audio").exists()
+
+
+def test_clips_cut_from_one_movie_use_the_start_column(stimuli):
+    """CC2017-style: several clips of one movie file, at start_s seconds into it."""
+    splits = pd.read_csv(stimuli / "splits.tsv", sep="\t")
+    splits["file"] = str(stimuli / "c0.mp4")
+    splits["start_s"] = [0.0, 1.0]
+    splits["duration_s"] = [1.0, 1.0]
+    splits.to_csv(stimuli / "splits.tsv", sep="\t", index=False)
+    events = pd.read_csv(stimuli / "events.tsv", sep="\t").assign(duration=1.0)
+    events.to_csv(stimuli / "events.tsv", sep="\t", index=False)
+    ids, frames, _ = read_features(_frames(stimuli))
+    from fmrivid.features.frames import extract_clip_frames
+
+    np.testing.assert_array_equal(frames[1], extract_clip_frames(stimuli / "c0.mp4", 4, 32, 1.0, start=1.0))
+    assert not np.array_equal(frames[0], frames[1])
+    splits["start_s"] = [0.0, 1.5]  # 1.5 + 1 s > the 2-s movie
+    splits.to_csv(stimuli / "splits.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=r"c0.mp4: expected a video covering 1.5-2.5 s.*\[clip 'c1'\]"):
+        _frames(stimuli)

@@ -286,6 +286,88 @@ KINDS: dict[str, ModelKind] = {
 }
 
 
+# Classifiers for the N-way metrics (fmrivid.metrics.classify). Tiny variants are
+# real ViT / VideoMAE classification models with random weights, ImageNet-sized
+# (1000) and Kinetics-sized (400) label sets so that 50-way trials are possible.
+_VIT_CLS_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+    "num_labels": 1000,
+}
+
+_VIDEOMAE_CLS_TINY = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+    "num_frames": 4,
+    "tubelet_size": 2,
+    "num_labels": 400,
+}
+
+
+def _build_tiny_vit_classifier(settings, tokenizer):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    return ViTForImageClassification(ViTConfig(**settings))
+
+
+def _build_tiny_videomae_classifier(settings, tokenizer):
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification
+
+    return VideoMAEForVideoClassification(VideoMAEConfig(**settings))
+
+
+def _vit_keys():
+    from transformers import ViTConfig
+
+    return set(_VIT_CLS_TINY) | set(ViTConfig().to_dict())
+
+
+def _videomae_keys():
+    from transformers import VideoMAEConfig
+
+    return set(_VIDEOMAE_CLS_TINY) | set(VideoMAEConfig().to_dict())
+
+
+def _default_vit_processor(model):
+    from transformers import ViTImageProcessor
+
+    size = int(model.config.image_size)
+    return ViTImageProcessor(size={"height": size, "width": size})
+
+
+def _default_videomae_processor(model):
+    from transformers import VideoMAEImageProcessor
+
+    size = int(model.config.image_size)
+    return VideoMAEImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+KINDS["image_classifier"] = ModelKind(
+    model_class=_lazy_class("transformers", "AutoModelForImageClassification"),
+    build_tiny=_build_tiny_vit_classifier,
+    tiny_defaults=_VIT_CLS_TINY,
+    tiny_keys=_vit_keys,
+    processor_class=_lazy_class("transformers", "AutoImageProcessor"),
+    default_processor=_default_vit_processor,
+)
+KINDS["video_classifier"] = ModelKind(
+    model_class=_lazy_class("transformers", "VideoMAEForVideoClassification"),
+    build_tiny=_build_tiny_videomae_classifier,
+    tiny_defaults=_VIDEOMAE_CLS_TINY,
+    tiny_keys=_videomae_keys,
+    processor_class=_lazy_class("transformers", "VideoMAEImageProcessor"),
+    default_processor=_default_videomae_processor,
+)
+
+
 # --------------------------------------------------------------------------- helpers
 
 

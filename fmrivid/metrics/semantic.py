@@ -89,3 +89,186 @@ def two_way_ident(pred, true):
     score = wins + 0.5 * ties
     np.fill_diagonal(score, 0.0)
     return score.sum(axis=1) / (n - 1)
+
+
+# ----------------------------------------------------------------------------- CLIP temporal consistency
+
+#: Mind-Animator's gate: a clip whose video-level CLIP score is at most this scores 0 on clip_pcc_adjacent.
+CLIP_PCC_GATE = 0.6
+
+VARIANTS.update({
+    "clip_video_score": (
+        "cosine between the frame-averaged CLIP image embeddings of GT and reconstruction (the video-level "
+        "CLIP score that gates clip_pcc_adjacent)"
+    ),
+    "clip_pcc_adjacent": (
+        "mean cosine of CLIP image embeddings of adjacent reconstructed frames, set to 0 when the clip's "
+        f"video-level CLIP score <= {CLIP_PCC_GATE} (Mind-Animator)"
+    ),
+    "clip_pcc_allpairs": (
+        "mean off-diagonal cosine of CLIP image embeddings over all pairs of reconstructed frames, "
+        "no gate (NEURONS)"
+    ),
+})
+
+
+def _unit(x, name):
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise InputError(name, "finite embeddings", "NaN or inf")
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    if np.any(norm == 0):
+        raise InputError(name, "embeddings with non-zero norm", "a zero vector")
+    return x / norm
+
+
+def _check_frame_embeddings(emb, name, min_frames=1):
+    emb = np.asarray(emb, dtype=np.float64)
+    if emb.ndim != 3:
+        raise InputError(name, "frame embeddings of shape (N clips, T frames, D)", f"shape {emb.shape}")
+    if emb.shape[1] < min_frames:
+        raise InputError(name, f"at least {min_frames} frames per clip", f"{emb.shape[1]}")
+    return emb
+
+
+def clip_video_score(gt_emb, rec_emb):
+    """Video-level CLIP score: cosine of the frame-mean embeddings of GT and reconstruction.
+
+    Parameters
+    ----------
+    gt_emb, rec_emb : array_like, shape (N, T, D)
+        CLIP image embeddings of every frame.
+
+    Returns
+    -------
+    ndarray, float64, shape (N,)
+    """
+    gt_emb = _check_frame_embeddings(gt_emb, "gt_emb")
+    rec_emb = _check_frame_embeddings(rec_emb, "rec_emb")
+    if gt_emb.shape[0] != rec_emb.shape[0] or gt_emb.shape[2] != rec_emb.shape[2]:
+        raise InputError("rec_emb", f"N and D of gt_emb {gt_emb.shape}", f"shape {rec_emb.shape}")
+    a = _unit(gt_emb.mean(axis=1), "gt_emb")
+    b = _unit(rec_emb.mean(axis=1), "rec_emb")
+    return np.einsum("nd,nd->n", a, b)
+
+
+def clip_pcc_adjacent(rec_emb, video_score, gate=CLIP_PCC_GATE):
+    """Mean cosine of adjacent-frame CLIP embeddings, gated by the video-level CLIP score.
+
+    Parameters
+    ----------
+    rec_emb : array_like, shape (N, T, D)
+        CLIP image embeddings of the reconstructed frames (T >= 2).
+    video_score : array_like, shape (N,)
+        :func:`clip_video_score` of each clip.
+    gate : float
+        Clips with ``video_score <= gate`` score 0.
+
+    Returns
+    -------
+    ndarray, float64, shape (N,)
+    """
+    rec = _unit(_check_frame_embeddings(rec_emb, "rec_emb", min_frames=2), "rec_emb")
+    video_score = np.asarray(video_score, dtype=np.float64)
+    if video_score.shape != (rec.shape[0],):
+        raise InputError("video_score", f"shape ({rec.shape[0]},)", f"shape {video_score.shape}")
+    adj = np.einsum("ntd,ntd->nt", rec[:, :-1], rec[:, 1:]).mean(axis=1)
+    return np.where(video_score > gate, adj, 0.0)
+
+
+def clip_pcc_allpairs(rec_emb):
+    """Mean off-diagonal cosine over all pairs of reconstructed frames (no gate).
+
+    Parameters
+    ----------
+    rec_emb : array_like, shape (N, T, D)
+        CLIP image embeddings of the reconstructed frames (T >= 2).
+
+    Returns
+    -------
+    ndarray, float64, shape (N,)
+    """
+    rec = _unit(_check_frame_embeddings(rec_emb, "rec_emb", min_frames=2), "rec_emb")
+    t = rec.shape[1]
+    gram = np.einsum("ntd,nsd->nts", rec, rec)
+    off = gram.sum(axis=(1, 2)) - np.einsum("ntt->n", gram)
+    return off / (t * (t - 1))
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def cosine_matrix(pred, true):
+    """``S[i, j] = cos(pred_i, true_j)`` for (N, D) inputs -> (N, N) float64."""
+    pred = np.asarray(pred, dtype=np.float64)
+    true = np.asarray(true, dtype=np.float64)
+    if pred.ndim != 2 or true.ndim != 2 or pred.shape[1] != true.shape[1]:
+        raise InputError("pred", f"(N, D) arrays with the D of true {true.shape}", f"shape {pred.shape}")
+    return _unit(pred, "pred") @ _unit(true, "true").T
+
+
+def retrieval_topk(pred, true, k):
+    """Top-k retrieval: is the true clip among the k test clips most similar to the decoded embedding?
+
+    The rank of clip i is the number of clips j != i with ``S[i, j] > S[i, i]``
+    (cosine similarity; ties go to the true clip); a hit is ``rank < k``.
+
+    Parameters
+    ----------
+    pred : array_like, shape (N, D)
+        Decoded embeddings.
+    true : array_like, shape (N, D)
+        Embeddings of the test clips, same order.
+    k : int
+        Cut-off (``k >= N`` makes every clip a hit: record N with the result).
+
+    Returns
+    -------
+    ndarray, float64, shape (N,)
+        1.0 for a hit, 0.0 otherwise.
+    """
+    if int(k) < 1:
+        raise ValueError(f"retrieval_topk: k must be >= 1, got {k!r}")
+    s = cosine_matrix(pred, true)
+    rank = (s > np.diag(s)[:, None] + TIE_TOL).sum(axis=1)
+    return (rank < int(k)).astype(np.float64)
+
+
+def retrieval_nway_top1(pred, true, n_way=300, n_subsets=30, seed=0):
+    """N-way top-1 retrieval over random subsets of the test clips (MindEye2 protocol).
+
+    Each of ``n_subsets`` subsets draws ``min(n_way, N)`` clips without
+    replacement; within it, clip i is a hit when its true clip is the most
+    similar (cosine) of the subset's true embeddings (ties go to the true clip).
+
+    Parameters
+    ----------
+    pred, true : array_like, shape (N, D)
+    n_way : int
+        Subset size (capped at N; the actual size is returned).
+    n_subsets : int
+        Number of random subsets.
+    seed : int
+        Seed of the subset draws.
+
+    Returns
+    -------
+    values : ndarray, float64, shape (n_subsets,)
+        Top-1 accuracy of each subset.
+    n : int
+        The subset size used.
+    """
+    s = cosine_matrix(pred, true)
+    n_clips = s.shape[0]
+    n = int(min(int(n_way), n_clips))
+    if n < 2:
+        raise InputError("pred", "at least 2 clips for n-way retrieval", f"{n_clips}")
+    rng = np.random.default_rng(seed)
+    out = np.empty(int(n_subsets), dtype=np.float64)
+    for k in range(int(n_subsets)):
+        idx = np.sort(rng.choice(n_clips, size=n, replace=False))
+        sub = s[np.ix_(idx, idx)]
+        diag = np.diag(sub)
+        beaten = (sub > diag[:, None] + TIE_TOL).any(axis=1)
+        out[k] = float(np.mean(~beaten))
+    return out, n

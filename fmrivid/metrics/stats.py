@@ -21,7 +21,7 @@ def _check_values(values, name="values"):
     return values
 
 
-def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
+def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0, stat="mean"):
     """Percentile bootstrap confidence interval of the mean over clips.
 
     Draws ``n_boot`` resamples of the clips with replacement, takes the mean of
@@ -38,6 +38,8 @@ def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
         Confidence level in (0, 1).
     seed : int
         Seed of the resampling.
+    stat : {"mean", "median"}
+        Statistic of each resample.
 
     Returns
     -------
@@ -52,7 +54,9 @@ def bootstrap_ci(values, n_boot=1000, level=0.95, seed=0):
     n = values.size
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(int(n_boot), n))
-    means = values[idx].mean(axis=1)
+    if stat not in ("mean", "median"):
+        raise ValueError(f"bootstrap_ci: stat must be 'mean' or 'median', got {stat!r}")
+    means = values[idx].mean(axis=1) if stat == "mean" else np.median(values[idx], axis=1)
     alpha = (1.0 - float(level)) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -129,3 +133,99 @@ def permutation_p(metric_fn, gt, rec, n_perm=100, seed=0, greater=True):
         null[k] = np.mean(metric_fn(gt[perm], rec))
     extreme = null >= observed if greater else null <= observed
     return float((1 + np.count_nonzero(extreme)) / (1 + int(n_perm)))
+
+
+class PairCache:
+    """Memoised per-pair metric values for shuffled-GT permutations.
+
+    ``pair_fn(rec_idx, gt_idx) -> values`` computes the metric of
+    reconstruction ``rec_idx[k]`` against ground truth ``gt_idx[k]`` (integer
+    arrays). Each (rec, gt) pair is computed at most once, so ``n_perm``
+    permutations of N clips cost at most ``min(N * N, n_perm * N)`` pair
+    evaluations.
+
+    Parameters
+    ----------
+    pair_fn : callable
+        ``pair_fn(rec_idx, gt_idx) -> (len(rec_idx),)`` float values.
+    """
+
+    def __init__(self, pair_fn):
+        self.pair_fn = pair_fn
+        self.cache = {}
+
+    def __call__(self, perm):
+        """Per-clip values of reconstruction i against GT ``perm[i]``."""
+        perm = np.asarray(perm, dtype=np.int64)
+        todo = [(i, int(j)) for i, j in enumerate(perm) if (i, int(j)) not in self.cache]
+        if todo:
+            rec_idx = np.array([p[0] for p in todo], dtype=np.int64)
+            gt_idx = np.array([p[1] for p in todo], dtype=np.int64)
+            for key, v in zip(todo, np.asarray(self.pair_fn(rec_idx, gt_idx), dtype=np.float64)):
+                self.cache[key] = float(v)
+        return np.array([self.cache[(i, int(j))] for i, j in enumerate(perm)], dtype=np.float64)
+
+
+def permutation_p_values(values_under, n, n_perm=100, seed=0, greater=True, observed=None):
+    """Permutation p-value of the true pairing, given a function of the pairing.
+
+    Parameters
+    ----------
+    values_under : callable
+        ``values_under(perm) -> (N,)`` per-clip values when reconstruction i is
+        compared with GT ``perm[i]`` (e.g. a :class:`PairCache`).
+    n : int
+        Number of clips (>= 2).
+    n_perm : int
+        Number of seeded derangements.
+    seed : int
+        Seed of the derangements.
+    greater : bool
+        True when higher values are better.
+    observed : float, optional
+        Mean of the true pairing (computed with the identity when None).
+
+    Returns
+    -------
+    float
+        ``(1 + #{null >= observed}) / (1 + n_perm)`` (``<=`` when ``greater`` is
+        False), in (0, 1].
+    """
+    if int(n_perm) < 1:
+        raise ValueError(f"permutation_p_values: n_perm must be >= 1, got {n_perm!r}")
+    if observed is None:
+        observed = float(np.mean(values_under(np.arange(int(n)))))
+    rng = np.random.default_rng(seed)
+    null = np.array([np.mean(values_under(derangement(n, rng))) for _ in range(int(n_perm))])
+    # a tolerance so that float round-off between equal means does not decide the count
+    tol = 1e-12 * max(1.0, abs(observed))
+    extreme = null >= observed - tol if greater else null <= observed + tol
+    return float((1 + np.count_nonzero(extreme)) / (1 + int(n_perm)))
+
+
+def paired_wilcoxon(a, b):
+    """Two-sided Wilcoxon signed-rank test of paired per-clip values (``scipy.stats.wilcoxon``).
+
+    Parameters
+    ----------
+    a, b : array_like, shape (N,)
+        Values of two methods on the same clips, same order.
+
+    Returns
+    -------
+    dict
+        ``n``, ``median_diff`` (median of a - b), ``statistic`` and ``p``; when
+        every difference is zero the test is undefined: statistic NaN, p 1.0.
+    """
+    from scipy.stats import wilcoxon
+
+    a = _check_values(a, "a")
+    b = _check_values(b, "b")
+    if a.shape != b.shape:
+        raise InputError("b", f"{a.size} paired values (as a)", f"{b.size}")
+    d = a - b
+    if np.all(d == 0):
+        return {"n": int(a.size), "median_diff": 0.0, "statistic": float("nan"), "p": 1.0}
+    res = wilcoxon(a, b, alternative="two-sided")
+    return {"n": int(a.size), "median_diff": float(np.median(d)), "statistic": float(res.statistic),
+            "p": float(res.pvalue)}

@@ -54,9 +54,18 @@ def test_prepare_condition_unit_norm():
 def test_metrics_table_is_byte_identical(tmp_path):
     from fmrivid.metrics.table import summarise, write_table
 
-    rows = [summarise("01", "demo", "psnr", "rgb", np.array([10.0, 11.0, 12.5]), 0, n_boot=200)]
+    from fmrivid.metrics.table import clip_rows, write_clip_table
+
+    vals = np.array([10.0, 11.0, 12.5])
+    rows = [summarise("01", "demo", "psnr", "rgb", vals, 0, n_boot=200),
+            summarise("01", "shuffled_gt", "psnr", "rgb", vals - 3, 0, n_boot=200)]
     write_table(rows, tmp_path / "m1.tsv")
-    stages.run_metrics_table([tmp_path / "m1.tsv"], tmp_path / "a.tsv", tmp_path / "w.tsv", log=lambda m: None)
-    stages.run_metrics_table([tmp_path / "m1.tsv"], tmp_path / "b.tsv", tmp_path / "w2.tsv", log=lambda m: None)
-    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
-    assert "psnr[rgb]" in (tmp_path / "w.tsv").read_text()
+    write_clip_table(clip_rows("01", "demo", "psnr", "rgb", ["a", "b", "c"], vals)
+                     + clip_rows("01", "shuffled_gt", "psnr", "rgb", ["a", "b", "c"], vals - 3), tmp_path / "c1.tsv")
+    for out in ("a", "b"):
+        stages.run_metrics_table([tmp_path / "m1.tsv"], [tmp_path / "c1.tsv"], ["demo", "shuffled_gt"], "demo",
+                                 "demo", tmp_path / f"{out}.tsv", tmp_path / f"w{out}.tsv", tmp_path / f"m{out}.tsv",
+                                 tmp_path / f"x{out}.tsv", tmp_path / f"p{out}.tsv", log=lambda m: None)
+    for stem in ("", "w", "m", "x", "p"):
+        assert (tmp_path / f"{stem}a.tsv").read_bytes() == (tmp_path / f"{stem}b.tsv").read_bytes(), stem
+    assert "psnr[rgb]" in (tmp_path / "wa.tsv").read_text()

@@ -1,0 +1,128 @@
+"""Brain-side metrics: encoding accuracy (voxel_r) and between-subject agreement (isc, fsc).
+
+All three are Pearson correlations computed with numpy on (samples x voxels)
+matrices of test-split responses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmrivid.errors import InputError
+
+VARIANTS = {
+    "voxel_r": "Pearson r per voxel between encoder-predicted and measured test responses (ridge encoder from "
+               "{feature} features, fitted on training samples only); {stat} over voxels",
+    "isc": "inter-subject correlation (GLFA): per voxel, Pearson r over test clips between this subject's "
+           "responses and the mean of the other subjects' on the voxels all subjects kept; mean over voxels",
+    "fsc": "fMRI spatial correlation (GLFA): per test clip, Pearson r over the common voxels between this "
+           "subject's response pattern and the mean pattern of the other subjects; mean over clips",
+}
+
+
+def _check_matrix(x, name):
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or min(x.shape) < 2:
+        raise InputError(name, "a (samples, voxels) matrix with at least 2 of each", f"shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise InputError(name, "finite values", "NaN or inf")
+    return x
+
+
+def column_corr(a, b):
+    """Pearson r of matching columns of two (S, V) matrices -> (V,); 0 where a column is constant."""
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    num = np.einsum("sv,sv->v", a, b)
+    den = np.sqrt(np.einsum("sv,sv->v", a, a) * np.einsum("sv,sv->v", b, b))
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def voxel_r(pred, measured):
+    """Pearson r between predicted and measured responses of each voxel.
+
+    Parameters
+    ----------
+    pred, measured : array_like, shape (S, V)
+        S test samples, V voxels.
+
+    Returns
+    -------
+    ndarray, float64, shape (V,)
+        0 for a voxel whose prediction or measurement is constant.
+    """
+    pred = _check_matrix(pred, "pred")
+    measured = _check_matrix(measured, "measured")
+    if pred.shape != measured.shape:
+        raise InputError("pred", f"the shape of measured {measured.shape}", f"shape {pred.shape}")
+    return column_corr(pred, measured)
+
+
+def common_voxels(subjects):
+    """Align subjects on the voxels they all kept.
+
+    Parameters
+    ----------
+    subjects : dict of str -> dict
+        Subject -> ``{"X": (N, V_s), "ijk": (V_s, 3), "affine": (4, 4), "ids": list}``
+        (test responses, voxel indices, grid affine, clip ids).
+
+    Returns
+    -------
+    dict of str -> ndarray, shape (N, V_common)
+        Responses on the common voxels, clips in the first subject's order.
+    """
+    names = sorted(subjects)
+    if len(names) < 2:
+        raise InputError("subjects", "at least 2 subjects for between-subject metrics", f"{names}")
+    ref = subjects[names[0]]
+    for s in names[1:]:
+        if not np.allclose(subjects[s]["affine"], ref["affine"]):
+            raise InputError(f"sub-{s}", f"the voxel grid (affine) of sub-{names[0]}", "a different affine")
+        if sorted(subjects[s]["ids"]) != sorted(ref["ids"]):
+            raise InputError(f"sub-{s}", f"the test clips of sub-{names[0]}", "different clip ids")
+    keys = [{tuple(v) for v in np.asarray(subjects[s]["ijk"]).tolist()} for s in names]
+    common = sorted(set.intersection(*keys))
+    out = {}
+    for s in names:
+        pos = {tuple(v): k for k, v in enumerate(np.asarray(subjects[s]["ijk"]).tolist())}
+        rows = {c: k for k, c in enumerate(subjects[s]["ids"])}
+        order = [rows[c] for c in ref["ids"]]
+        cols = [pos[v] for v in common]
+        out[s] = np.asarray(subjects[s]["X"], dtype=np.float64)[np.ix_(order, cols)]
+    return out
+
+
+def _others_mean(aligned, s):
+    return np.mean([aligned[o] for o in sorted(aligned) if o != s], axis=0)
+
+
+def isc(aligned):
+    """Inter-subject correlation per voxel (leave-one-subject-out mean).
+
+    Parameters
+    ----------
+    aligned : dict of str -> ndarray, shape (N, V)
+        Output of :func:`common_voxels`.
+
+    Returns
+    -------
+    dict of str -> ndarray, shape (V,)
+    """
+    return {s: column_corr(_check_matrix(aligned[s], f"sub-{s}"), _others_mean(aligned, s)) for s in aligned}
+
+
+def fsc(aligned):
+    """Spatial correlation per clip between a subject's pattern and the others' mean pattern.
+
+    Parameters
+    ----------
+    aligned : dict of str -> ndarray, shape (N, V)
+        Output of :func:`common_voxels`.
+
+    Returns
+    -------
+    dict of str -> ndarray, shape (N,)
+    """
+    return {s: column_corr(_check_matrix(aligned[s], f"sub-{s}").T, _others_mean(aligned, s).T)
+            for s in aligned}

@@ -156,3 +156,75 @@ def test_workflow_scripts_import_the_fmrivid_next_to_them(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(copy / "fmrivid" / "__init__.py"), "copy"], proc.stdout
     assert out.read_text().splitlines()[0].split("\t")[:2] == ["clip_id", "split"]
+
+
+def _imports(path, top_level_only=False):
+    """Modules imported by a Python file (absolute names; relative imports resolved inside fmrivid)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = path.relative_to(REPO).with_suffix("").parts[:-node.level]
+                mod = ".".join(base + ((node.module,) if node.module else ()))
+            else:
+                mod = node.module
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def _fmrivid_file(module):
+    p = REPO.joinpath(*module.split("."))
+    return p.with_suffix(".py") if p.with_suffix(".py").exists() else (p / "__init__.py" if p.is_dir() else None)
+
+
+def _third_party_imports(files):
+    """Top-level third-party modules imported by `files` and the fmrivid modules they import (transitively)."""
+    seen, todo, found = set(), list(files), set()
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for mod in _imports(f):
+            top = mod.split(".")[0]
+            if top == "fmrivid":
+                if (ff := _fmrivid_file(mod)) is not None:
+                    todo.append(ff)
+            elif top not in sys.stdlib_module_names and top != "snakemake":
+                found.add(top)
+    return found
+
+
+def test_each_rule_env_has_what_its_modules_import():
+    """A rule's env holds every third-party package imported by the fmrivid modules it hashes (the code it
+    runs), by what those import, and by the top level of fmrivid.stages (which every script imports)."""
+    dists = metadata.packages_distributions()
+    stages_top = {m.split(".")[0] for m in _imports(REPO / "fmrivid/stages.py", top_level_only=True)}
+    problems = []
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
+            m = re.match(r"\s*rule (\w+):", block)
+            env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+            parts = [p for c in re.findall(r"code=code_hash\(([^)]*)\)", block) for p in re.findall(r"\"([^\"]+)\"", c)]
+            if not m or not env or not parts or "." in parts:
+                continue  # `code_hash(".")` (provenance) hashes everything but imports little
+            files = []
+            for part in parts:
+                target = REPO / "fmrivid" / part
+                files += sorted(target.rglob("*.py")) if target.is_dir() else [target] * (target.suffix == ".py")
+            needed = _third_party_imports(files) | (stages_top - {"fmrivid"} - set(sys.stdlib_module_names))
+            _, conda, pip = read_env(smk.parent / env.group(1))
+            have = {canonicalize_name(r.name) for r in pip}
+            for top in sorted(needed):
+                provided = {canonicalize_name(d) for d in dists.get(top, [])}
+                if provided and not provided & have:
+                    problems.append(f"{smk.name}: rule {m.group(1)} imports {top} ({', '.join(sorted(provided))}) "
+                                    f"missing from {env.group(1)}")
+    assert not problems, "\n".join(problems)

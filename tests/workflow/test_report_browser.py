@@ -147,7 +147,7 @@ def test_report_opens_in_chromium_with_metric_table_and_video(report_dir, tmp_pa
     html = next(report_dir.rglob("report.html"))
     names = {p.name for p in report_dir.rglob("*") if p.is_file()}
     assert {"metrics.tsv", "metrics_table.html", "sub-01_preview.mp4", "sub-01_preview.html", "provenance.yaml",
-            "annotation_template.csv", "test001.png"} <= names
+            "annotation_template.csv", "test001.png", "provenance.html"} <= names
     browser = Browser(tmp_path / "chromium-profile")
     try:
         browser.get(html.resolve().as_uri())
@@ -176,6 +176,14 @@ def test_report_opens_in_chromium_with_metric_table_and_video(report_dir, tmp_pa
             time.sleep(0.2)
         assert video["src"] == "data:video/mp4;base64,", video
         assert video["error"] is None and video["width"] > 0 and video["duration"] > 0, video
+        # the provenance page: commit, evaluation models and input checksums as tables
+        _open_result(browser, html, "5. Provenance", "5. Provenance", "provenance.html")
+        models = browser.js("return Array.from(document.querySelectorAll('#provenance-models tbody tr'))"
+                            ".map(tr => tr.children[0].innerText)")
+        assert {"evaluate:clip", "evaluate:image_classifier", "evaluate:video_classifier", "evaluate:lpips_alex"} \
+            <= set(models)
+        assert browser.find("//table[@id='provenance-inputs']//td[contains(text(), 'bold.nii.gz')]")
+        assert "dataset" in browser.js("return document.querySelector('#provenance-config').innerText")
     finally:
         browser.quit()
 

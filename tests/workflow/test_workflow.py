@@ -82,12 +82,11 @@ def test_changing_decoder_settings_recomputes_no_feature(tiny_run, tmp_path):
     cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
     cfg["decode"]["alphas"] = [3.0, 300.0]
     cfg["decode"]["cv"] = 3
-    cfg["generate"]["sample"]["steps"] = 2
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tiny_run, "-n", "--configfile", str(tmp_path / "changed.yaml"))
     stats = proc.stdout.split("Job stats:")[1].split("total")[0]
     planned = set(re.findall(r"^(\w+)\s+\d+\s*$", stats, flags=re.M))
-    assert "decode" in planned and "generate" in planned  # the change is seen...
+    assert "decode" in planned  # the change is seen...
     assert not planned & FEATURE_RULES  # ...and no feature is recomputed
     assert {"wav2vec.h5", "flow.h5", "text_tokens.h5", "clip_text.h5", "vae_frames.h5"} <= {
         p.name for p in (tiny_run / "results/features").iterdir()}

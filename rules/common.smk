@@ -129,7 +129,7 @@ def final_outputs():
         *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
         *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
         *EVALUATION_OUTPUTS,  # defined in rules/report.smk
-        *preprocess_outputs(),  # defined in rules/preprocess.smk (surface projection when enabled)
+        *PREPROCESS_OUTPUTS,  # defined in rules/preprocess.smk (surface projection when enabled)
         *optional_feature_outputs(),
     ]
 

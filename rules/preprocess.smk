@@ -93,15 +93,14 @@ rule preprocess:
 SURFACE = config["preprocess"]["surface"]
 
 
-def preprocess_outputs():
-    """Optional preprocessing outputs requested by rule all (see final_outputs in common.smk)."""
-    if not SURFACE["enabled"]:
-        return []
-    files = expand(res("surface/sub-{sub}_hemi-{hemi}.func.gii"), sub=SUBJECTS, hemi=["L", "R"])
-    files += expand(res("qc/sub-{sub}_surface.png"), sub=SUBJECTS)
-    if SURFACE["flatmap"]:
-        files += expand(res("surface/sub-{sub}_flatmaps.h5"), sub=SUBJECTS)
-    return files
+# Optional preprocessing outputs requested by rule all (final_outputs in common.smk).
+PREPROCESS_OUTPUTS = (
+    expand(res("surface/sub-{sub}_hemi-{hemi}.func.gii"), sub=SUBJECTS, hemi=["L", "R"])
+    + expand(res("qc/sub-{sub}_surface.png"), sub=SUBJECTS)
+    + (expand(res("surface/sub-{sub}_flatmaps.h5"), sub=SUBJECTS) if SURFACE["flatmap"] else [])
+    if SURFACE["enabled"]
+    else []
+)
 
 
 rule surface:

@@ -1,6 +1,7 @@
 """Incremental reruns, as a user sees them with `snakemake -n` and the default rerun triggers.
 
-Changing one decoder setting plans exactly the decoder jobs and what depends on them; editing a metrics
+Changing one decoder setting plans exactly the rules that read the decoder settings (the decoders, and the
+encoding model of the brain metrics) and what depends on them; editing a metrics
 module (in a copy of the repository, never this checkout) plans only the metric rules and the report.
 The expected sets come from the workflow's own rule graph, not from a hand-written list.
 """
@@ -51,6 +52,17 @@ def descendants(snakefile, workdir, configfile, rules):
     return found
 
 
+def rules_reading(*exprs):
+    """Rules whose params hold one of `exprs` as a whole (e.g. 'config["decode"]', not its sub-keys)."""
+    found = []
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
+            m = re.match(r"\s*rule (\w+):", block)
+            if m and any(re.search(re.escape(e) + r"(?!\[)", block) for e in exprs):
+                found.append(m.group(1))
+    return found
+
+
 def test_reordering_the_config_file_plans_nothing(tiny_run, tmp_path):
     """Params are compared by repr(): the order of keys in a YAML file must not look like a change."""
 
@@ -72,7 +84,9 @@ def test_changing_a_decoder_setting_plans_that_decoder_and_its_dependents(tiny_r
     path.write_text(yaml.safe_dump(cfg))
 
     plan = planned(REPO / "Snakefile", tiny_run, path)
-    expected = descendants(REPO / "Snakefile", tiny_run, path, ["decode"])
+    readers = rules_reading('config["decode"]', 'config["decode"]["alphas"]')  # the decoders (and encoders)
+    assert "decode" in readers
+    expected = descendants(REPO / "Snakefile", tiny_run, path, readers)
     assert set(plan) == expected, {"planned": sorted(plan), "expected": sorted(expected)}
     n_subjects, n_targets = cfg["simulate"]["n_subjects"], len(cfg["decode"].get("targets", ["text", "image", "vae"]))
     assert plan["decode"] == n_subjects * n_targets
@@ -93,7 +107,8 @@ def test_editing_a_metrics_module_plans_only_metrics_and_report(tiny_run, tmp_pa
     module.write_text(module.read_text() + "\n# a harmless edit: a comment is code, its hash changes\n")
 
     plan = planned(copy / "Snakefile", tiny_run, copy / "config/test.yaml")
-    expected = descendants(copy / "Snakefile", tiny_run, copy / "config/test.yaml", ["evaluate", "metrics_table"])
+    expected = descendants(copy / "Snakefile", tiny_run, copy / "config/test.yaml",
+                           ["evaluate", "brain_metrics", "metrics_table"])  # every rule that runs fmrivid.metrics
     assert set(plan) == expected, {"planned": sorted(plan), "expected": sorted(expected)}
     assert {"evaluate", "metrics_table"} <= set(plan)
     assert not {"decode", "generate", "preprocess", "train_demo_unet"} & set(plan)

@@ -1,8 +1,8 @@
 """config/test.yaml through a real one-node SLURM cluster (the slurm profile template, --executor slurm).
 
-Checks that every job of the DAG ran inside a SLURM job submitted with sbatch, that short per-subject steps
-were grouped (the number of SLURM jobs is 3 + 2 x subjects, whatever the number of clips), and that the metric
-tables equal, byte for byte, those of the local run (the session's `tiny_run`).
+Checks that every job of the DAG ran inside a SLURM job submitted with sbatch, one per group job (short steps
+are grouped: a few global jobs plus two per subject, whatever the number of clips), and that the metric tables
+equal, byte for byte, those of the local run (the session's `tiny_run`).
 """
 
 import re
@@ -61,10 +61,22 @@ def dag_jobs(workdir):
     return _jobs_in(proc.stdout + proc.stderr)
 
 
+def cluster_jobs(workdir, configfile):
+    """Number of cluster jobs a whole run submits: group jobs plus ungrouped jobs (but `all`), from a dry run."""
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                           "-n", "--forceall", "--configfile", str(configfile)],
+                          capture_output=True, text=True, env=SMK_ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    groups = len(re.findall(r"Group job \w+", out))
+    ungrouped = [r for r in re.findall(r"^(?:local)?rule (\w+):", out, flags=re.M) if r != "all"]
+    return groups + len(ungrouped)
+
+
 def _jobs_in(text):
     """(rule, wildcards) for each 'rule X:' block of a Snakemake log."""
     jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+    for block in re.split(r"\n(?=[ \t]*(?:local)?rule \w+:)", text):  # indented inside "Group job" blocks
         m = re.match(r"(?:local)?rule (\w+):", block.strip())
         if m:
             wc = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
@@ -93,9 +105,8 @@ def test_slurm_run_equals_local_run(cluster, tiny_run, tmp_path):
     completed = set(re.findall(r"_job_complete: JobId=(\d+) WEXITSTATUS 0", cluster.ctld_log.read_text()))
     assert set(submitted) <= completed
 
-    # Grouping: the number of SLURM jobs grows with subjects, not with clips or targets.
-    n_subjects = yaml.safe_load((REPO / "config/test.yaml").read_text())["simulate"]["n_subjects"]
-    assert len(submitted) == 3 + 2 * n_subjects, (len(submitted), out[-3000:])
+    # One sbatch per group job (test_cluster_jobs_grow_with_subjects_not_clips checks how that number scales).
+    assert len(submitted) == cluster_jobs(tmp_path / "dry0", REPO / "config/test.yaml"), out[-3000:]
 
     # Every job of the DAG (but the target rule `all`, which has no action) ran inside one of those jobs:
     # the SLURM job logs list the rules their job step executed.
@@ -138,7 +149,7 @@ def _without_expand(text):
 
 
 def test_every_rule_joins_a_group():
-    """Keeps a whole run at 3 + 2 x subjects SLURM jobs: a new rule must join one of the five groups."""
+    """Keeps the number of SLURM jobs at a few global ones + 2 per subject: a new rule must join a group."""
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
             m = re.match(r"\s*rule (\w+):", block)
@@ -152,3 +163,22 @@ def test_every_rule_joins_a_group():
             per_subject = bool(output) and "{sub}" in _without_expand(output.group(2))
             assert per_subject == (g.group(1) in PER_SUBJECT), (
                 f"{smk.name}: rule {m.group(1)}: per-subject rules go in {sorted(PER_SUBJECT)}, others not")
+
+
+def test_cluster_jobs_grow_with_subjects_not_clips(tmp_path):
+    """Dry runs: one more subject adds exactly two cluster jobs (fmri, subject); twice the clips add none."""
+    base = yaml.safe_load((REPO / "config/test.yaml").read_text())
+
+    def jobs(name, **simulate):
+        cfg = {**base, "simulate": {**base["simulate"], **simulate}}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        (tmp_path / name).mkdir()
+        return cluster_jobs(tmp_path / name, path)
+
+    s = base["simulate"]
+    n = jobs("base")
+    assert jobs("one_more_subject", n_subjects=s["n_subjects"] + 1) == n + len(PER_SUBJECT)
+    assert jobs("twice_the_clips", n_train_clips=2 * s["n_train_clips"], n_test_clips=2 * s["n_test_clips"],
+                trials_per_run=2 * s["trials_per_run"]) == n
+    assert n - len(PER_SUBJECT) * s["n_subjects"] <= len(GROUPS) - len(PER_SUBJECT) + 2  # a few global jobs

@@ -8,7 +8,7 @@ rule train_demo_vae:
     output:
         directory(f"{GENERATOR}/vae"),
     params:
-        cfg=config["generate"],
+        cfg={k: config["generate"][k] for k in ("device", "vae")},  # sampling settings do not retrain it
         seed=config["seed"],
         code=code_hash("generate", "io"),
     log:
@@ -37,7 +37,7 @@ rule train_demo_unet:
     output:
         directory(f"{GENERATOR}/diffusion"),
     params:
-        cfg=config["generate"],
+        cfg={k: config["generate"][k] for k in ("device", "unet")},
         seed=config["seed"],
         code=code_hash("generate", "io"),
     log:

@@ -1,7 +1,12 @@
 """Shared fixtures: a small hand-made BIDS dataset with a planted signal (independent of the simulator)."""
 
-import json
 import os
+
+# Before numpy/torch load: one BLAS/OpenMP thread per test process (2-core machines; no oversubscription).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json  # noqa: E402
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +15,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TR = 1.0
 SHAPE = (6, 5, 4)

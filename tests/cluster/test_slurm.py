@@ -42,6 +42,7 @@ def slurm_profile(dest):
         "slurm-status-command": "squeue",   # no slurmdbd: sacct has no rows (CLUSTER-NOTES.md)
         "slurm-no-account": True,
         "slurm-init-seconds-before-status-checks": 2,
+        "seconds-between-status-checks": 2,   # CI time: poll the tiny run's jobs often
         "cores": 2,                         # this node has 2 CPUs: a group job may ask for at most 2
         "retries": 0,                       # a failure must fail the test, not be retried
         "jobs": 4,

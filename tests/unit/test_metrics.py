@@ -13,26 +13,18 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from fmrivid.errors import InputError
 from fmrivid.metrics import pixel, semantic, stats, table
 
+from clipgen import noisy, smooth_clips
+
 N, T, H, W = 3, 2, 24, 20
 
 
 def _smooth_clips(seed, n=N, t=T, h=H, w=W):
     """Smooth random uint8 clips (structure for SSIM to see)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = np.empty((n, t, h, w, 3), dtype=np.uint8)
-    for i in range(n):
-        for j in range(t):
-            for c in range(3):
-                fx, fy, ph = rng.uniform(0.1, 0.6), rng.uniform(0.1, 0.6), rng.uniform(0, 6)
-                out[i, j, :, :, c] = (127 + 100 * np.sin(fx * xx + fy * yy + ph)).astype(np.uint8)
-    return out
+    return smooth_clips(seed, n, t, h, w)
 
 
 def _degrade(clips, sigma, seed):
-    rng = np.random.default_rng(seed)
-    noisy = clips.astype(np.float64) + rng.normal(0, sigma, clips.shape)
-    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+    return noisy(clips, sigma, seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,15 @@ from skimage.color import rgb2hsv
 from fmrivid.errors import InputError
 from fmrivid.metrics import brain, classify, motion, perceptual, semantic
 
+from clipgen import noisy, smooth_clips
+
 
 def _smooth(seed, n=3, t=4, h=32, w=32):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = np.empty((n, t, h, w, 3), dtype=np.uint8)
-    for i in range(n):
-        for j in range(t):
-            for c in range(3):
-                fx, fy, ph = rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.5), rng.uniform(0, 6)
-                out[i, j, :, :, c] = (127 + 100 * np.sin(fx * xx + fy * yy + ph)).astype(np.uint8)
-    return out
+    return smooth_clips(seed, n, t, h, w, max_freq=0.5)
 
 
 def _noisy(x, sigma, seed):
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(x + rng.normal(0, sigma, x.shape)), 0, 255).astype(np.uint8)
+    return noisy(x, sigma, seed)
 
 
 # ---------------------------------------------------------------- hue

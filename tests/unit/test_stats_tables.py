@@ -11,22 +11,15 @@ from fmrivid.errors import InputError
 from fmrivid.metrics import pixel, stats, suite, table
 from fmrivid.report import qualitative, tables
 
+from clipgen import noisy, smooth_clips
+
 
 def _clips(seed, n=10, t=3, h=16, w=16):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    out = np.empty((n, t, h, w, 3), dtype=np.uint8)
-    for i in range(n):
-        for j in range(t):
-            for c in range(3):
-                fx, fy, ph = rng.uniform(0.1, 0.6), rng.uniform(0.1, 0.6), rng.uniform(0, 6)
-                out[i, j, :, :, c] = (127 + 100 * np.sin(fx * xx + fy * yy + ph)).astype(np.uint8)
-    return out
+    return smooth_clips(seed, n, t, h, w)
 
 
 def _noisy(x, sigma, seed):
-    rng = np.random.default_rng(seed)
-    return np.clip(np.round(x + rng.normal(0, sigma, x.shape)), 0, 255).astype(np.uint8)
+    return noisy(x, sigma, seed)
 
 
 CFG = {"n_boot": 200, "n_perm": 50, "ssim_size": None, "clip_gate": 0.6, "nway": [2, 50], "nway_trials": 100,

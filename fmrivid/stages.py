@@ -432,18 +432,68 @@ def prepare_condition(pred):
     return (pred / np.maximum(norm, 1e-8)).astype(np.float32)
 
 
-def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, log=print):
+def chunk_rows(n_total, chunk, chunk_size):
+    """Row slice of chunk ``chunk`` (0-based) when ``n_total`` test clips are cut in chunks of ``chunk_size``."""
+    chunk, chunk_size = int(chunk), int(chunk_size)
+    n_chunks = max(1, -(-int(n_total) // chunk_size))
+    if not 0 <= chunk < n_chunks:
+        from fmrivid.errors import ConfigError
+
+        raise ConfigError(f"generate.chunk_size={chunk_size}: {n_total} test clips make {n_chunks} chunk(s); "
+                          f"chunk {chunk} does not exist")
+    return slice(chunk * chunk_size, min(int(n_total), (chunk + 1) * chunk_size))
+
+
+def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, chunk=0, n_total=None, shuffle=False,
+                 log=print):
+    """Videos of one chunk of test clips from their decoded features (lossless uint8, one row per clip).
+
+    Chunk ``chunk`` holds the test clips ``[chunk * cfg['chunk_size'], ...)`` in the prediction file's order;
+    ``n_total`` (the number of test clips the workflow planned) is checked against the file. With ``shuffle``
+    the generator is fed the decoded features of other clips (one seeded derangement over all test clips):
+    the control that shows generation follows the brain, not the generator's prior.
+    """
+    from fmrivid.errors import InputError
     from fmrivid.generate import generate
+    from fmrivid.metrics.stats import derangement
     from fmrivid.utils import clip_seed, resolve_device
 
     ids, pred, _ = read_features(pred_path)
+    if n_total is not None and len(ids) != int(n_total):
+        raise InputError(pred_path, f"{n_total} test clips (the number the workflow planned its chunks for)",
+                         f"{len(ids)}")
+    if shuffle:
+        pred = pred[derangement(len(ids), seed)]
+    rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
+    ids, pred = list(ids[rows]), pred[rows]
     full = _generator_cfg(cfg)
     seeds = [clip_seed(seed, c) for c in ids]
+    log(f"chunk {chunk}: {len(ids)} test clips ({ids[0]} .. {ids[-1]}){' with SHUFFLED features' if shuffle else ''}")
     video = generate(vae_dir, diffusion_dir, prepare_condition(pred), seeds, full["sample"],
                      device=resolve_device(cfg["device"], log), log=log)
-    write_features(out_path, ids, video, {"method": cfg["method"], "condition": cfg["condition"],
+    write_features(out_path, ids, video, {"method": cfg["method"] + ("_shuffled" if shuffle else ""),
+                                          "condition": cfg["condition"], "chunk": int(chunk),
+                                          "shuffled_features": bool(shuffle),
                                           "seeds": json.dumps(seeds), "storage": "lossless uint8"})
     log(f"generated {video.shape}")
+
+
+def run_merge_chunks(chunk_paths, pred_path, out_path, log=print):
+    """Concatenate chunk files (in chunk order) into one file; their clip ids must equal the prediction file's."""
+    want, _, _ = read_features(pred_path)
+    ids, parts, seeds, attrs = [], [], [], {}
+    for path in chunk_paths:
+        cid, arr, attrs = read_features(path)
+        ids += [str(c) for c in cid]
+        parts.append(arr)
+        seeds += json.loads(attrs.get("seeds", "[]"))
+    if ids != [str(c) for c in want]:
+        raise InputError(chunk_paths[0], f"chunks covering the {len(want)} test clips of {pred_path} in order",
+                         f"{len(ids)} clips ({ids[:3]}...)")
+    attrs = {k: v for k, v in attrs.items() if k != "chunk"}
+    attrs.update({"seeds": json.dumps(seeds), "chunks": len(chunk_paths)})
+    write_features(out_path, ids, np.concatenate(parts), attrs)
+    log(f"merged {len(chunk_paths)} chunk(s): {len(ids)} clips")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -530,8 +580,13 @@ def run_brain_metrics(fmri_paths, subjects, features_path, decode_cfg, cfg, seed
 
 
 def eval_methods(config):
-    """Reconstruction methods evaluated: ``evaluate.methods`` or the generator's method."""
-    return list(config["evaluate"]["methods"]) or [config["generate"]["method"]]
+    """Reconstruction methods evaluated: ``evaluate.methods`` or the generator's method, plus
+    ``<method>_shuffled`` (the generator fed shuffled decoded features) when ``generate.shuffled_control``."""
+    methods = list(config["evaluate"]["methods"]) or [config["generate"]["method"]]
+    control = f"{config['generate']['method']}_shuffled"
+    if config["generate"].get("shuffled_control") and control not in methods:
+        methods.append(control)
+    return methods
 
 
 def compare_pair(config):

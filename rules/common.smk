@@ -69,6 +69,13 @@ else:
         raise WorkflowError(str(err))
     STIMULUS_FILES = [str(_table_path.parent / f) for f in _table["file"]]
 
+if SIMULATE:
+    N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
+else:
+    N_TEST = int((_table["split"] == "test").sum())
+CHUNK_SIZE = int(config["generate"]["chunk_size"])
+CHUNKS = [f"{k:03d}" for k in range(max(1, -(-N_TEST // CHUNK_SIZE)))]  # generation/metrics jobs per subject
+
 STIMULUS_TABLE = f"{ROOT}/{DATASET['stimuli_table']}"
 DECODE_TARGETS = list(config["decode"]["targets"])
 GENERATOR = f"{RESULTS}/models/generator"

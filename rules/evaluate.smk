@@ -27,7 +27,7 @@ rule evaluate:
     benchmark:
         bench_path("evaluate_{method}_sub-{sub}")
     group:
-        "subject"
+        "results"
     conda:
         "../envs/eval.yaml"
     threads: 1

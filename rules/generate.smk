@@ -57,23 +57,28 @@ rule train_demo_unet:
         "../workflow_scripts/train_demo_unet.py"
 
 
-rule generate:
+rule generate_chunk:
     input:
         pred=res("predictions/ridge/sub-{sub}_text.h5"),
         vae=f"{GENERATOR}/vae",
         diffusion=f"{GENERATOR}/diffusion",
     output:
-        res("recon/{method}/sub-{sub}.h5"),
+        res("recon/{method}/sub-{sub}/chunk-{chunk}.h5"),
+    wildcard_constraints:
+        chunk=r"\d+",
     params:
         cfg=config["generate"],
         seed=config["seed"],
-        code=code_hash("generate", "io"),
+        chunk=lambda wc: int(wc.chunk),
+        n_total=N_TEST,
+        shuffle=lambda wc: wc.method.endswith("_shuffled"),
+        code=code_hash("generate", "io", "metrics/stats.py"),
     log:
-        log_path("generate_{method}_sub-{sub}"),
+        log_path("generate_{method}_sub-{sub}_chunk-{chunk}"),
     benchmark:
-        bench_path("generate_{method}_sub-{sub}")
+        bench_path("generate_{method}_sub-{sub}_chunk-{chunk}")
     group:
-        "subject"
+        "generate"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -83,3 +88,27 @@ rule generate:
         gpu=1,
     script:
         "../workflow_scripts/generate.py"
+
+
+rule merge_recon:
+    input:
+        chunks=expand(res("recon/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
+        pred=res("predictions/ridge/sub-{sub}_text.h5"),
+    output:
+        res("recon/{method}/sub-{sub}.h5"),
+    params:
+        code=code_hash("io"),
+    log:
+        log_path("merge_recon_{method}_sub-{sub}"),
+    benchmark:
+        bench_path("merge_recon_{method}_sub-{sub}")
+    group:
+        "results"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=20,
+    script:
+        "../workflow_scripts/merge_recon.py"

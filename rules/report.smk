@@ -32,7 +32,7 @@ rule subject_figures:
     benchmark:
         bench_path("subject_figures_sub-{sub}")
     group:
-        "subject"
+        "results"
     conda:
         "../envs/report.yaml"
     threads: 1
@@ -151,7 +151,7 @@ rule timelines:
     benchmark:
         bench_path("timelines_sub-{sub}")
     group:
-        "subject"
+        "results"
     conda:
         "../envs/report.yaml"
     threads: 1

@@ -1,7 +1,7 @@
 """config/test.yaml through a real one-node SLURM cluster (the slurm profile template, --executor slurm).
 
 Checks that every job of the DAG ran inside a SLURM job submitted with sbatch, one per group job (short steps
-are grouped: a few global jobs plus two per subject, whatever the number of clips), and that the metric tables
+are grouped: a few global jobs plus three per subject and one per generation chunk, whatever the number of clips), and that the metric tables
 equal, byte for byte, those of the local run (the session's `tiny_run`).
 """
 
@@ -130,10 +130,12 @@ GROUPS = {
     "stimuli": "stimulus-side steps computed once for all clips (splits, frames, captions, audio, embeddings)",
     "generator": "training the generator and what reads only its models",
     "fmri": "one subject's preprocessing (preprocess, surface)",
-    "subject": "one subject's steps after preprocessing (decoders, generation, metrics, figures)",
+    "subject": "one subject's decoders",
+    "results": "one subject's steps after generation (merged chunks, metrics, figures)",
+    "generate": "one chunk of one subject's test clips (generation): jobs grow with chunks, not clips",
     "tables": "the combined tables, figures and provenance",
 }
-PER_SUBJECT = {"fmri", "subject"}
+PER_SUBJECT = {"fmri", "subject", "results", "generate"}
 UNGROUPED = {"all"}  # no action: never submitted
 
 
@@ -166,20 +168,35 @@ def test_every_rule_joins_a_group():
                 f"{smk.name}: rule {m.group(1)}: per-subject rules go in {sorted(PER_SUBJECT)}, others not")
 
 
-def test_cluster_jobs_grow_with_subjects_not_clips(tmp_path):
-    """Dry runs: one more subject adds exactly two cluster jobs (fmri, subject); twice the clips add none."""
+def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
+    """Dry runs: one more subject adds three cluster jobs (fmri, subject, results) plus one per generation chunk and method;
+    twice the clips add none when the chunks are twice as large, and one job per new chunk otherwise."""
+    import math
+
+    import fmrivid.config
+    import fmrivid.stages
+
     base = yaml.safe_load((REPO / "config/test.yaml").read_text())
 
-    def jobs(name, **simulate):
+    def jobs(name, chunk_size=None, **simulate):
         cfg = {**base, "simulate": {**base["simulate"], **simulate}}
+        if chunk_size:
+            cfg["generate"] = {**cfg["generate"], "chunk_size": chunk_size}
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         (tmp_path / name).mkdir()
         return cluster_jobs(tmp_path / name, path)
 
-    s = base["simulate"]
+    full = fmrivid.config.validate(base, fmrivid.config.load_schema(REPO / "config/schema/config.schema.yaml"))
+    s, cs = full["simulate"], full["generate"]["chunk_size"]
+    methods = len(fmrivid.stages.eval_methods(full))
+    chunks = math.ceil(s["n_test_clips"] / cs)
+    assert chunks >= 2, "config/test.yaml should cut its test clips in several chunks"
+    per_subject = len(PER_SUBJECT - {"generate"}) + methods * chunks
+    twice = {"n_train_clips": 2 * s["n_train_clips"], "n_test_clips": 2 * s["n_test_clips"],
+             "trials_per_run": 2 * s["trials_per_run"]}
     n = jobs("base")
-    assert jobs("one_more_subject", n_subjects=s["n_subjects"] + 1) == n + len(PER_SUBJECT)
-    assert jobs("twice_the_clips", n_train_clips=2 * s["n_train_clips"], n_test_clips=2 * s["n_test_clips"],
-                trials_per_run=2 * s["trials_per_run"]) == n
-    assert n - len(PER_SUBJECT) * s["n_subjects"] <= len(GROUPS) - len(PER_SUBJECT) + 2  # a few global jobs
+    assert jobs("one_more_subject", n_subjects=s["n_subjects"] + 1) == n + per_subject
+    assert jobs("twice_the_clips_twice_the_chunk", chunk_size=2 * cs, **twice) == n
+    assert jobs("twice_the_clips", **twice) == n + s["n_subjects"] * methods * chunks
+    assert n - per_subject * s["n_subjects"] <= len(GROUPS) - len(PER_SUBJECT) + 2  # a few global jobs

@@ -353,3 +353,54 @@ def test_generated_clips_resemble_their_own_clip(trained):
     alone = generate(trained["root"] / "vae", trained["root"] / "unet", cond[5:8], [5, 6, 7],
                      cfg1, log=_quiet)
     np.testing.assert_array_equal(alone, gen[5:8])
+
+
+# --------------------------------------------------------------------------- chunked generation (stages)
+
+def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tmp_path):
+    """Three uneven chunks, merged, equal one chunk holding every clip (per-clip seeds); the shuffled control
+    feeds each clip another clip's decoded features; a wrong planned count or chunk index is refused."""
+    from fmrivid import stages
+    from fmrivid.errors import ConfigError, InputError
+    from fmrivid.io.h5 import read_features, write_features
+
+    ids = [f"test{i:03d}" for i in range(5)]
+    pred = tmp_path / "pred.h5"
+    write_features(pred, ids, np.random.default_rng(1).standard_normal((5, 12)).astype(np.float32))
+    cfg = {"method": "demo", "condition": "text", "device": "cpu", **tiny_config(), "chunk_size": 2}
+    cfg["sample"] = {**cfg["sample"], "steps": 2}
+
+    def gen(out, chunk, size, shuffle=False):
+        stages.run_generate(pred, tiny["root"] / "vae", tiny["root"] / "unet", {**cfg, "chunk_size": size}, 7,
+                            out, chunk=chunk, n_total=5, shuffle=shuffle, log=_quiet)
+        return out
+
+    parts = [gen(tmp_path / f"c{k}.h5", k, 2) for k in range(3)]  # 2 + 2 + 1 clips
+    stages.run_merge_chunks(parts, pred, tmp_path / "merged.h5", log=_quiet)
+    whole = gen(tmp_path / "whole.h5", 0, 5)
+    m_ids, merged, attrs = read_features(tmp_path / "merged.h5")
+    w_ids, single, w_attrs = read_features(whole)
+    assert list(m_ids) == ids == list(w_ids)
+    assert np.array_equal(merged, single)
+    assert attrs["seeds"] == w_attrs["seeds"]
+
+    shuf = read_features(gen(tmp_path / "shuf.h5", 0, 5, shuffle=True))[1]
+    assert not np.array_equal(shuf, single)
+    from fmrivid.metrics.stats import derangement
+
+    perm = derangement(5, 7)
+    p_ids, p, _ = read_features(pred)
+    permuted = tmp_path / "pred_perm.h5"
+    write_features(permuted, p_ids, p[perm])  # clip i conditioned on clip perm[i]'s features, own seed
+    stages.run_generate(permuted, tiny["root"] / "vae", tiny["root"] / "unet", {**cfg, "chunk_size": 5}, 7,
+                        tmp_path / "manual.h5", chunk=0, n_total=5, log=_quiet)
+    assert np.array_equal(read_features(tmp_path / "manual.h5")[1], shuf)
+
+    with pytest.raises(InputError, match="4 test clips"):
+        stages.run_generate(pred, tiny["root"] / "vae", tiny["root"] / "unet", cfg, 7, tmp_path / "x.h5",
+                            chunk=0, n_total=4, log=_quiet)
+    with pytest.raises(ConfigError, match="chunk 3 does not exist"):
+        gen(tmp_path / "y.h5", 3, 2)
+    with pytest.raises(InputError, match="in order"):
+        stages.run_merge_chunks(parts[::-1], pred, tmp_path / "bad.h5", log=_quiet)
+    assert not (tmp_path / "x.h5").exists() and not (tmp_path / "bad.h5").exists()

@@ -105,13 +105,14 @@ def test_sigkill_during_training_and_generation_then_rerun(tiny_run, tmp_path):
     proc = start(work, "--rerun-incomplete")
     log, text = kill_when(proc, lambda: sorted(res.glob("logs/generate_*.log")), r"generated \d+/\d+ clips")
     assert not re.search(r"generated \(", text), "generation finished before the kill"
-    killed = res / "recon/demo" / (log.stem.split("_")[-1] + ".h5")
+    sub, chunk = log.stem.split("_")[-2:]  # generate_demo_sub-01_chunk-000
+    killed = res / "recon/demo" / sub / f"{chunk}.h5"
     assert (unet_dir / "unet").is_dir(), "training was not redone"
     assert not killed.exists(), f"{killed.name}: a partial reconstruction sits at the final path"
     dry = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work), *TABLES,
                           "-n", "--configfile", str(REPO / "config/test.yaml")],
                          capture_output=True, text=True, env=SMK_ENV, timeout=300)
-    assert re.search(rf"^generate\s+\d", dry.stdout, flags=re.M), "the interrupted generation is not planned"
+    assert re.search(r"^generate_chunk\s+\d", dry.stdout, flags=re.M), "the interrupted chunk is not planned"
 
     # 3. Rerun to the end: identical tables and reconstructions, and no temporary file taken as an output.
     unlock(work)

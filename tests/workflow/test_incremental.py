@@ -111,7 +111,7 @@ def test_editing_a_metrics_module_plans_only_metrics_and_report(tiny_run, tmp_pa
                            ["evaluate", "brain_metrics", "metrics_table"])  # every rule that runs fmrivid.metrics
     assert set(plan) == expected, {"planned": sorted(plan), "expected": sorted(expected)}
     assert {"evaluate", "metrics_table"} <= set(plan)
-    assert not {"decode", "generate", "preprocess", "train_demo_unet"} & set(plan)
+    assert not {"decode", "generate_chunk", "preprocess", "train_demo_unet"} & set(plan)
 
 
 def test_every_rule_hashes_the_code_it_runs():

@@ -201,9 +201,9 @@ def test_cpu_rerun_gives_byte_identical_metric_tables(tiny_run, tmp_path):
     for rel in TABLES:
         (copy / "results" / rel).unlink()
     proc = smk(copy, "--cores", "2", "--configfile", str(REPO / "config/test.yaml"),
-               "--forcerun", "decode", "generate", "evaluate", "brain_metrics", "--until", "metrics_table")
+               "--forcerun", "decode", "generate_chunk", "evaluate", "brain_metrics", "--until", "metrics_table")
     ran = proc.stdout + proc.stderr
-    for rule in ("decode", "generate", "evaluate", "brain_metrics", "metrics_table"):
+    for rule in ("decode", "generate_chunk", "merge_recon", "evaluate", "brain_metrics", "metrics_table"):
         assert re.search(rf"rule {rule}:", ran), f"{rule} did not rerun"
     for rel in TABLES:
         assert (copy / "results" / rel).read_bytes() == before[rel], f"{rel} differs after a rerun"

@@ -1,0 +1,10 @@
+"""Rule merge_recon: the chunks of one subject and method, concatenated in clip order."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
+from fmrivid import stages  # noqa: E402
+from fmrivid.utils import run_stage  # noqa: E402
+
+run_stage(stages.run_merge_chunks, snakemake.log[0], snakemake.threads,
+          chunk_paths=list(snakemake.input.chunks), pred_path=snakemake.input.pred, out_path=snakemake.output[0])

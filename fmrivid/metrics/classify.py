@@ -10,7 +10,9 @@ correct trials. Frame level: an ImageNet image classifier on every frame
 (value = mean over frames); video level: a Kinetics video classifier on the clip.
 
 Classifiers come through :func:`fmrivid.models.load` (kinds
-``image_classifier`` and ``video_classifier``).
+``image_classifier`` and ``video_classifier``); on the demo, the frame-level
+classifier is the one trained on the training clips
+(:mod:`fmrivid.metrics.demo_classifier`).
 """
 
 from __future__ import annotations
@@ -235,8 +237,10 @@ def image_class_probs(loaded, frames, batch_size=64):
 
     Parameters
     ----------
-    loaded : fmrivid.models.LoadedModel
-        Kind ``image_classifier``.
+    loaded : fmrivid.models.LoadedModel or object with ``class_probs``
+        Kind ``image_classifier``; or a classifier that computes its own
+        per-frame probabilities, ``loaded.class_probs(frames) -> (N, T, C)``
+        (the demo classifier, :class:`fmrivid.metrics.demo_classifier.DemoClassifier`).
     frames : ndarray, uint8, shape (N, T, H, W, 3)
     batch_size : int
 
@@ -244,11 +248,13 @@ def image_class_probs(loaded, frames, batch_size=64):
     -------
     ndarray, float64, shape (N, T, C)
     """
-    import torch
-
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 5:
         raise InputError("frames", "uint8 clips (N, T, H, W, 3)", f"{frames.dtype} {frames.shape}")
+    if hasattr(loaded, "class_probs"):
+        return np.asarray(loaded.class_probs(frames), dtype=np.float64)
+    import torch
+
     n, t = frames.shape[:2]
     size = int(loaded.model.config.image_size)
     flat = frames.reshape(n * t, *frames.shape[2:])

@@ -193,6 +193,8 @@ def evaluate_videos(gt, rec, clip_ids, subject, method, cfg, seed, models=None, 
 
 def _model_name(loaded):
     info = loaded.info
+    if info.get("kind") == "demo_classifier":  # fmrivid.metrics.demo_classifier, given as image_classifier
+        return info["name"]                    # "demo (trained on training clips), 16 classes colour x shape"
     name = info.get("resolved") or info.get("spec")
     if info.get("tiny"):
         return f"tiny random {info.get('class', '')} (seed {info.get('seed')}): not a published model"

@@ -121,13 +121,33 @@ def _restore_optim(optimizer, tensors, meta):
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_model(model, path, metadata=None):
-    """Model weights to a safetensors file, atomically; ``metadata`` (str -> str) goes in the header."""
-    from safetensors.torch import save_file
+def _write_safetensors(tensors, path, metadata):
+    """A safetensors file whose bytes depend only on the tensors and metadata (atomically).
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    ``safetensors`` writes its ``__metadata__`` map in hash order, which changes from call to call, so
+    two saves of the same model differed; the JSON header is rewritten here with sorted keys (data
+    offsets are relative to the end of the header, so the tensor bytes are unchanged).
+    """
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+        with open(tmp, "wb") as fh:
+            fh.write(len(header).to_bytes(8, "little"))
+            fh.write(header)
+            fh.write(memoryview(raw)[8 + n:])
+
+
+def save_model(model, path, metadata=None):
+    """Model weights to a safetensors file, atomically; ``metadata`` (str -> str) goes in the header.
+
+    The file's bytes are a function of the weights and the metadata only (sorted header).
+    """
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    _write_safetensors(tensors, path, metadata)
 
 
 def load_state(path, device="cpu"):
@@ -146,8 +166,6 @@ def load_state(path, device="cpu"):
 
 
 def _save_checkpoint(ckpt_dir, model, optimizer, step, fp, history):
-    from safetensors.torch import save_file
-
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -155,8 +173,7 @@ def _save_checkpoint(ckpt_dir, model, optimizer, step, fp, history):
     tensors.update(opt_t)
     # tensors first, then the JSON that points at them: a kill between the two leaves the old JSON,
     # whose step no longer matches the tensors' header -> the pair is rejected on load.
-    with atomic_path(ckpt_dir / _CKPT) as tmp:
-        save_file(tensors, str(tmp), metadata={"step": str(step), "fingerprint": fp})
+    _write_safetensors(tensors, ckpt_dir / _CKPT, {"step": str(step), "fingerprint": fp})
     with atomic_path(ckpt_dir / _META) as tmp:
         Path(tmp).write_text(json.dumps({"step": step, "fingerprint": fp, "optim": opt_meta,
                                          "history": history}))

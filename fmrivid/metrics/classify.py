@@ -53,29 +53,33 @@ def clip_rng(seed, i):
     return np.random.default_rng([int(seed), int(i)])
 
 
-def draw_positions(n_clips, n_frames, n_classes, n_way, n_gt, trials, seed):
+def draw_positions(n_clips, n_frames, n_classes, n_way, n_gt, trials, seed, indices=None):
     """Seeded distractor draws, as positions in the pool of non-GT classes.
 
     Clip i draws from ``default_rng([seed, i])``, frame after frame; each trial
     is a uniformly random subset of ``n_way - 1`` of the ``n_classes - n_gt``
     pool positions (the argpartition of iid uniforms). Positions do not depend
     on which GT the clip is compared with, so shuffled-GT controls reuse them.
+    ``indices`` (the global indices of a chunk's clips; ``n_clips`` is then
+    ignored) gives row k the draws of clip ``indices[k]``, i.e. the rows
+    ``indices`` of the unchunked draw.
 
     Returns
     -------
-    ndarray, int64, shape (n_clips, n_frames, trials, n_way - 1)
+    ndarray, int64, shape (n_clips or len(indices), n_frames, trials, n_way - 1)
     """
     pool = int(n_classes) - int(n_gt)
     k = int(n_way) - 1
     if pool < k:
         raise InputError("probs", f"at least {k + n_gt} classes for {n_way}-way trials with {n_gt} GT "
                                   f"class(es)", f"{n_classes} classes")
-    out = np.empty((int(n_clips), int(n_frames), int(trials), k), dtype=np.int64)
-    for i in range(int(n_clips)):
+    indices = np.arange(int(n_clips)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    out = np.empty((indices.size, int(n_frames), int(trials), k), dtype=np.int64)
+    for row, i in enumerate(indices):
         rng = clip_rng(seed, i)
         for t in range(int(n_frames)):
             keys = rng.random((int(trials), pool))
-            out[i, t] = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < pool else np.arange(pool)
+            out[row, t] = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < pool else np.arange(pool)
     return out
 
 

@@ -195,12 +195,61 @@ def permutation_p_values(values_under, n, n_perm=100, seed=0, greater=True, obse
         raise ValueError(f"permutation_p_values: n_perm must be >= 1, got {n_perm!r}")
     if observed is None:
         observed = float(np.mean(values_under(np.arange(int(n)))))
+    null = np.array([np.mean(values_under(perm)) for perm in derangements(n, n_perm, seed)])
+    return p_from_null(null, observed, greater)
+
+
+def derangements(n, n_perm, seed):
+    """The ``n_perm`` seeded derangements of :func:`permutation_p_values`, in the order it uses them.
+
+    All are drawn from one ``numpy.random.default_rng(seed)``, so a chunk of
+    clips that needs only its own rows of every derangement draws the same
+    ones as the unchunked evaluation (``perm[positions]``).
+
+    Parameters
+    ----------
+    n : int
+        Number of clips (>= 2).
+    n_perm : int
+        Number of derangements (>= 1).
+    seed : int
+
+    Returns
+    -------
+    list of ndarray, int64, shape (n,)
+    """
+    if int(n_perm) < 1:
+        raise ValueError(f"derangements: n_perm must be >= 1, got {n_perm!r}")
     rng = np.random.default_rng(seed)
-    null = np.array([np.mean(values_under(derangement(n, rng))) for _ in range(int(n_perm))])
-    # a tolerance so that float round-off between equal means does not decide the count
+    return [derangement(n, rng) for _ in range(int(n_perm))]
+
+
+def p_from_null(null, observed, greater=True):
+    """One-sided permutation p-value of ``observed`` against the null statistics ``null``.
+
+    Parameters
+    ----------
+    null : array_like, shape (n_perm,)
+        Statistic (mean over clips) under each shuffled pairing.
+    observed : float
+        Statistic of the true pairing.
+    greater : bool
+        True when higher values are better.
+
+    Returns
+    -------
+    float
+        ``(1 + #{null >= observed}) / (1 + n_perm)`` (``<=`` when ``greater`` is
+        False), with a relative tolerance of 1e-12 so that float round-off
+        between equal means does not decide the count.
+    """
+    null = np.asarray(null, dtype=np.float64)
+    if null.ndim != 1 or null.size < 1:
+        raise ValueError(f"p_from_null: expected a non-empty 1-D null distribution, got shape {null.shape}")
+    observed = float(observed)
     tol = 1e-12 * max(1.0, abs(observed))
     extreme = null >= observed - tol if greater else null <= observed + tol
-    return float((1 + np.count_nonzero(extreme)) / (1 + int(n_perm)))
+    return float((1 + np.count_nonzero(extreme)) / (1 + null.size))
 
 
 def paired_wilcoxon(a, b):

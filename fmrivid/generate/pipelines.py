@@ -1,0 +1,623 @@
+"""fMRI-conditioned video generation with a real diffusers text-to-video pipeline.
+
+The generator is a ``diffusers.TextToVideoSDPipeline`` (ModelScope text-to-video
+or Zeroscope: ``UNet3DConditionModel`` + ``AutoencoderKL`` + ``CLIPTextModel``
++ scheduler) loaded with ``fmrivid.models.load(spec, "text_to_video")``:
+``"tiny"`` (random tiny components of the real classes), a ``save_pretrained``
+directory (e.g. the output of :func:`fmrivid.generate.finetune.finetune`), or a
+hub id from the local cache only. Its components run our own sampling loop (the
+pipeline's ``__call__`` takes one generator per batch, reshapes latents before
+DDPM steps and decodes every frame at once); with DDIM and no initial latents
+the loop reproduces ``pipe(prompt_embeds=..., negative_prompt_embeds=...)``
+(a unit test checks it).
+
+Conditioning methods (``cfg["method"]``), all conditioned by decoded token
+embeddings in place of the pipeline's text embeddings (``prompt_embeds``):
+
+``text_to_video`` (GLFA, MinD-Video, the LEA baseline)
+    Start from Gaussian noise; the condition is ``cond["text_tokens"]``
+    (N, L, D); the unconditional branch of classifier-free guidance is the
+    embedding decoded from the MEAN TRAINING fMRI (``cond["negative"]``, (L, D)).
+``structure_motion`` (Mind-Animator)
+    The decoded first-frame latent ``cond["first_frame"]`` (N, C, h, w) and
+    decoded motion latents ``cond["motion"]`` (N, T, C, h, w) (frame latents,
+    or offsets from the first frame with ``motion_mode: residual``) form an
+    initial latent video that is noised to ``strength`` and denoised from
+    that timestep on (img2img), so layout and motion come from the brain.
+``two_stage`` (Brain-Diffuser)
+    Decoded VAE latents ``cond["vae"]`` ((N, C, h, w), repeated over the
+    frames, or (N, T, C, h, w)) are the initial image/video, refined from
+    ``strength`` with the diffusion model conditioned on the decoded text
+    features; ``scheduler: ddpm`` (stochastic) or ``ddim``.
+
+Latents are the VAE's *scaled* latents (``latent_dist.mean * scaling_factor``,
+what ``fmrivid.features.embed.vae_latents`` writes): features must be computed
+with the generator's own VAE (``<spec>#vae``).
+
+Reproducibility and speed. The noise of a clip (initial noise, img2img noise,
+DDPM/DDIM variance noise) comes from one CPU ``torch.Generator`` seeded with
+``fmrivid.utils.clip_seed(seed, clip_id)``. On CPU each clip runs alone
+(``exact_cpu``: CPU kernels round differently for different batch sizes), so a
+clip is bit-identical whatever the batch; on CUDA ``batch_size`` clips share
+each UNet call, in ``dtype`` (float16 by default: half weights), with PyTorch's
+scaled-dot-product attention, and the VAE decodes ``decode_slice`` frames per
+call. Everything runs under ``torch.inference_mode()`` and logs one line per batch.
+
+Nothing here reads a stimulus: :func:`generation_inputs` assembles the inputs
+from decoder outputs and the mean-training-fMRI negative only.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+from fmrivid.errors import ConfigError, InputError
+from fmrivid.utils import clip_seed
+
+__all__ = [
+    "DEFAULTS",
+    "METHOD_INPUTS",
+    "METHODS",
+    "generate",
+    "generation_inputs",
+    "load_pipeline",
+    "mean_train_negative",
+    "prepare_pipeline",
+    "settings",
+]
+
+#: Config section ``generate`` keys of the diffusers generator (the lead copies them into the schema).
+DEFAULTS = {
+    "model": "tiny",            # generator spec: 'tiny', a save_pretrained TextToVideoSDPipeline dir, or a hub id (local cache only), e.g. 'ali-vilab/text-to-video-ms-1.7b'
+    "method": "text_to_video",  # conditioning: 'text_to_video' | 'structure_motion' | 'two_stage'
+    "num_frames": 6,            # frames per clip (text_to_video; img2img methods take T from their init latents)
+    "height": 256,              # frame height in pixels (text_to_video; multiple of the VAE factor, 8 for real models)
+    "width": 256,               # frame width in pixels (text_to_video)
+    "steps": 50,                # sampler steps (img2img methods run the last strength*steps of them)
+    "guidance_scale": 9.0,      # classifier-free guidance weight (1.0 = off; ModelScope's default is 9)
+    "negative": "mean_train",   # unconditional branch: 'mean_train' (embedding decoded from the mean training fMRI) or 'empty_prompt'
+    "scheduler": "ddim",        # 'ddim' or 'ddpm' (built from the pipeline's scheduler config: same betas)
+    "eta": 0.0,                 # DDIM eta (0 = deterministic given the initial noise)
+    "strength": 0.75,           # structure_motion / two_stage: fraction of the schedule re-noised (1 = almost pure noise)
+    "motion_mode": "absolute",  # structure_motion: motion latents are frame latents ('absolute') or offsets from the first frame ('residual')
+    "batch_size": 8,            # clips per batch (per UNet call on CUDA)
+    "dtype": "auto",            # 'auto' (float16 on CUDA, float32 on CPU), 'float16', 'bfloat16' or 'float32'
+    "attention": "sdpa",        # attention processor: 'sdpa' (torch scaled_dot_product_attention) or 'classic' (explicit softmax)
+    "decode_slice": 8,          # frames per VAE decode call (VAE slicing); 0 = all frames of a batch in one call
+    "vae_upcast": "auto",       # decode in float32: 'auto' (when the VAE config says force_upcast), true or false
+    "exact_cpu": True,          # on CPU, clip by clip so a clip is bit-identical whatever the batch size
+}
+
+METHODS = ("text_to_video", "structure_motion", "two_stage")
+
+#: Decoded features each method needs (keys of ``cond`` besides ``negative``).
+METHOD_INPUTS = {
+    "text_to_video": ("text_tokens",),
+    "structure_motion": ("text_tokens", "first_frame", "motion"),
+    "two_stage": ("text_tokens", "vae"),
+}
+
+_CHOICES = {
+    "method": METHODS,
+    "negative": ("mean_train", "empty_prompt"),
+    "scheduler": ("ddim", "ddpm"),
+    "motion_mode": ("absolute", "residual"),
+    "dtype": ("auto", "float16", "bfloat16", "float32"),
+    "attention": ("sdpa", "classic"),
+}
+
+
+# --------------------------------------------------------------------------- config
+
+
+def settings(cfg=None, **overrides):
+    """``cfg`` merged over :data:`DEFAULTS`, validated.
+
+    Parameters
+    ----------
+    cfg : dict, optional
+        Keys of :data:`DEFAULTS` (the ``generate`` section); unknown keys raise.
+    **overrides
+        Applied after ``cfg``.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    ConfigError
+        Unknown key, value outside its choices, or a non-positive count.
+    """
+    cfg = dict(cfg or {})
+    cfg.update(overrides)
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"generate: unknown key(s) {unknown}; expected some of {sorted(DEFAULTS)}")
+    out = dict(DEFAULTS)
+    out.update(cfg)
+    for key, choices in _CHOICES.items():
+        if out[key] not in choices:
+            raise ConfigError(f"generate.{key}: expected one of {list(choices)}; found {out[key]!r}")
+    for key in ("num_frames", "height", "width", "steps", "batch_size"):
+        if int(out[key]) < 1:
+            raise ConfigError(f"generate.{key}: expected a positive integer; found {out[key]!r}")
+    if int(out["decode_slice"]) < 0:
+        raise ConfigError(f"generate.decode_slice: expected 0 or a positive integer; found {out['decode_slice']!r}")
+    if not 0.0 < float(out["strength"]) <= 1.0:
+        raise ConfigError(f"generate.strength: expected a number in (0, 1]; found {out['strength']!r}")
+    if float(out["guidance_scale"]) < 0:
+        raise ConfigError(f"generate.guidance_scale: expected >= 0; found {out['guidance_scale']!r}")
+    if out["vae_upcast"] not in ("auto", True, False):
+        raise ConfigError(f"generate.vae_upcast: expected 'auto', true or false; found {out['vae_upcast']!r}")
+    return out
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def _torch_dtype(name, device):
+    import torch
+
+    if name == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
+def _pipe(pipe_or_loaded):
+    """The diffusers pipeline of a LoadedModel (or the pipeline itself), checked."""
+    pipe = getattr(pipe_or_loaded, "model", pipe_or_loaded)
+    for part in ("unet", "vae", "scheduler"):
+        if getattr(pipe, part, None) is None:
+            raise ConfigError(f"generate: expected a diffusers text-to-video pipeline with a {part}; "
+                              f"found {type(pipe).__name__}")
+    return pipe
+
+
+def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
+    """Load the generator through :func:`fmrivid.models.load` in the configured dtype.
+
+    Parameters
+    ----------
+    spec : str
+        ``"tiny"``, a ``save_pretrained`` pipeline directory, or a hub id
+        (local cache only; otherwise :class:`fmrivid.errors.ModelNotAvailableError`
+        with the ``hf download`` command).
+    cfg : dict, optional
+        ``generate`` section (``dtype``, ``attention`` are used).
+    seed : int
+        Seed of a tiny pipeline's random weights.
+    device : str
+    tiny_config : dict, optional
+        Overrides of the tiny architecture (e.g.
+        :data:`fmrivid.extractor_kinds.MODELSCOPE_TINY_CONFIG`).
+
+    Returns
+    -------
+    fmrivid.models.LoadedModel
+        ``model`` is the pipeline, ready (see :func:`prepare_pipeline`).
+    """
+    from fmrivid import models
+
+    scfg = settings(cfg)
+    loaded = models.load(spec, "text_to_video", seed=seed, device=device, tiny_config=tiny_config)
+    prepare_pipeline(loaded.model, device, scfg)
+    return loaded
+
+
+def prepare_pipeline(pipe, device, cfg=None):
+    """Put the pipeline on ``device`` in the configured dtype with the configured attention.
+
+    ``attention: sdpa`` installs diffusers' ``AttnProcessor2_0`` (PyTorch
+    ``scaled_dot_product_attention``: flash / memory-efficient kernels on
+    CUDA); ``classic`` the explicit-softmax ``AttnProcessor`` (the naive
+    baseline of ``benchmarks/generate.py``). Idempotent.
+
+    Parameters
+    ----------
+    pipe : diffusers pipeline or LoadedModel
+    device : str or torch.device
+    cfg : dict, optional
+        ``generate`` section.
+
+    Returns
+    -------
+    pipeline
+    """
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    scfg = settings(cfg)
+    pipe = _pipe(pipe)
+    import torch
+
+    dtype = _torch_dtype(scfg["dtype"], device)
+    device = torch.device(device)
+    for name in ("unet", "vae", "text_encoder"):
+        part = getattr(pipe, name, None)
+        if part is None:
+            continue
+        first = next(part.parameters())
+        same_device = first.device.type == device.type and (device.index is None
+                                                             or first.device.index == device.index)
+        if first.dtype != dtype or not same_device:
+            part.to(device=device, dtype=dtype)
+    processor = AttnProcessor2_0 if scfg["attention"] == "sdpa" else AttnProcessor
+    for model in (pipe.unet, pipe.vae):
+        if hasattr(model, "set_attn_processor"):
+            model.set_attn_processor(processor())
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _scheduler(pipe, name):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    cls = DDIMScheduler if name == "ddim" else DDPMScheduler
+    return cls.from_config(pipe.scheduler.config)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def mean_train_negative(predict, X_train):
+    """The negative condition of guidance: the decoder applied to the mean training fMRI.
+
+    Parameters
+    ----------
+    predict : callable
+        The fitted decoder's ``predict`` (rows of fMRI -> rows of features).
+    X_train : ndarray (n_train, n_voxels)
+        Training fMRI only.
+
+    Returns
+    -------
+    ndarray
+        The decoded feature row of the mean training sample (first axis dropped).
+    """
+    X_train = np.asarray(X_train, dtype=np.float32)
+    if X_train.ndim != 2 or len(X_train) < 1:
+        raise InputError("X_train", "training fMRI (n_train, n_voxels)", f"shape {X_train.shape}")
+    return np.asarray(predict(X_train.mean(0, keepdims=True)), dtype=np.float32)[0]
+
+
+def _shaped(name, array, n, shape, what):
+    """Rows of ``array`` (n, prod(shape)) or (n, *shape) -> float32 (n, *shape)."""
+    array = np.asarray(array, dtype=np.float32)
+    size = int(np.prod(shape))
+    if array.ndim < 1 or array.shape[0] != n or int(np.prod(array.shape[1:])) != size:
+        raise InputError(f"decoded[{name!r}]", f"{n} rows of {what} {tuple(shape)} ({size} values each)",
+                         f"shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise InputError(f"decoded[{name!r}]", "finite values", "NaN or inf")
+    return np.ascontiguousarray(array.reshape((n,) + tuple(shape)))
+
+
+def _latent_input(key, array, n, latent_shape, num_frames):
+    """Decoded latents of one kind -> (N, C, h, w) (``first_frame``, single ``vae``) or (N, T, C, h, w)."""
+    arr = np.asarray(array, dtype=np.float32)
+    if arr.ndim == 2:  # flat decoder rows
+        if latent_shape is None:
+            raise InputError(f"decoded[{key!r}]", "(N, [T,] C, h, w) latents or latent_shape=(C, h, w) "
+                             "for flat rows", f"shape {arr.shape}")
+        lat = tuple(int(v) for v in latent_shape)
+        frames, rest = divmod(arr.shape[1], int(np.prod(lat)))
+        if rest or frames < 1:
+            raise InputError(f"decoded[{key!r}]", f"rows of k x {int(np.prod(lat))} values (latents {lat})",
+                             f"shape {arr.shape}")
+        if key == "first_frame" or (key == "vae" and frames == 1):
+            return _shaped(key, arr, n, lat, "latents")
+        if num_frames is not None and frames != int(num_frames):
+            raise InputError(f"decoded[{key!r}]", f"{num_frames} frame latents per clip", f"{frames}")
+        return _shaped(key, arr, n, (frames,) + lat, "frame latents")
+    want = (4,) if key == "first_frame" else ((5,) if key == "motion" else (4, 5))
+    if arr.ndim not in want or (latent_shape is not None and arr.shape[-3:] != tuple(latent_shape)):
+        form = {4: "(N, C, h, w)", 5: "(N, T, C, h, w)"}
+        raise InputError(f"decoded[{key!r}]", " or ".join(form[d] for d in want) + " latents"
+                         + (f" with (C, h, w) = {tuple(latent_shape)}" if latent_shape is not None else ""),
+                         f"shape {arr.shape}")
+    return _shaped(key, arr, n, arr.shape[1:], "latents")
+
+
+def generation_inputs(method, decoded, negative=None, token_shape=None, latent_shape=None,
+                      num_frames=None):
+    """Assemble the inputs of :func:`generate` from decoder outputs: the only data that enters generation.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    decoded : dict of str -> ndarray
+        Decoded (predicted) features of the clips to generate, first axis the
+        clips: ``text_tokens`` (N, L*D) or (N, L, D); ``first_frame``
+        (N, C*h*w) or (N, C, h, w); ``motion`` (N, T*C*h*w) or (N, T, C, h, w);
+        ``vae`` (N, C*h*w), (N, C, h, w) or the per-frame (N, T, ...) forms.
+        Only the keys of ``METHOD_INPUTS[method]`` are used.
+    negative : ndarray, optional
+        The ``text_tokens`` decoded from the mean training fMRI
+        (:func:`mean_train_negative`), (L*D,) or (L, D).
+    token_shape : (L, D), optional
+        Needed when ``text_tokens`` are flat rows.
+    latent_shape : (C, h, w), optional
+        Needed when latents are flat rows.
+    num_frames : int, optional
+        Frames of ``motion`` / per-frame ``vae`` rows when they are flat.
+
+    Returns
+    -------
+    dict of str -> float32 ndarray
+        ``text_tokens`` (N, L, D), the method's latents, and ``negative``
+        (L, D) when given.
+
+    Raises
+    ------
+    InputError
+        A needed input is missing or has the wrong shape or non-finite values.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"generate.method: expected one of {list(METHODS)}; found {method!r}")
+    missing = [k for k in METHOD_INPUTS[method] if k not in decoded]
+    if missing:
+        raise InputError("decoded features", f"{list(METHOD_INPUTS[method])} for method {method!r}",
+                         f"keys {sorted(decoded)} (missing {missing})")
+    tokens = np.asarray(decoded["text_tokens"], dtype=np.float32)
+    n = tokens.shape[0] if tokens.ndim else 0
+    if tokens.ndim != 3 and token_shape is None:
+        raise InputError("decoded['text_tokens']", "(N, L, D) token embeddings or token_shape=(L, D)",
+                         f"shape {tokens.shape}")
+    token_shape = tuple(token_shape) if token_shape is not None else tokens.shape[1:]
+    out = {"text_tokens": _shaped("text_tokens", tokens, n, token_shape, "token embeddings")}
+    for key in METHOD_INPUTS[method][1:]:
+        out[key] = _latent_input(key, decoded[key], n, latent_shape, num_frames)
+    if negative is not None:
+        neg = np.asarray(negative, dtype=np.float32)
+        if neg.ndim == len(token_shape) + 1 and neg.shape[0] == 1:
+            neg = neg[0]
+        out["negative"] = _shaped("negative", neg[None], 1, token_shape, "token embeddings")[0]
+    return out
+
+
+def _check_cond(method, cond, n, scfg, pipe):
+    """Validate ``cond`` against the method and the pipeline; returns float32 arrays."""
+    need = list(METHOD_INPUTS[method])
+    guided = float(scfg["guidance_scale"]) > 1.0
+    if guided and scfg["negative"] == "mean_train":
+        need.append("negative")
+    missing = [k for k in need if k not in cond]
+    if missing:
+        raise InputError("cond", f"keys {need} for method {method!r}", f"keys {sorted(cond)} (missing {missing})")
+    out = {}
+    for key in need:
+        arr = np.asarray(cond[key], dtype=np.float32)
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"cond[{key!r}]", "finite values", "NaN or inf")
+        out[key] = arr
+    tokens = out["text_tokens"]
+    dim = int(pipe.unet.config.cross_attention_dim)
+    if tokens.ndim != 3 or tokens.shape[0] != n or tokens.shape[2] != dim:
+        raise InputError("cond['text_tokens']", f"({n}, L, {dim}) token embeddings (one row per clip id, "
+                         f"width = the UNet's cross_attention_dim)", f"shape {tokens.shape}")
+    if "negative" in out:
+        neg = out["negative"]
+        neg = neg[0] if neg.ndim == 3 and neg.shape[0] == 1 else neg
+        if neg.shape != tokens.shape[1:]:
+            raise InputError("cond['negative']", f"one token embedding {tokens.shape[1:]} "
+                             f"(decoded from the mean training fMRI)", f"shape {out['negative'].shape}")
+        out["negative"] = neg
+    c = int(pipe.unet.config.in_channels)
+    for key, ndim in (("first_frame", 4), ("motion", 5), ("vae", None)):
+        if key not in out:
+            continue
+        arr = out[key]
+        ok = arr.shape[0] == n and arr.ndim in ((4, 5) if ndim is None else (ndim,)) and arr.shape[-3] == c
+        if not ok:
+            form = "(N, C, h, w) or (N, T, C, h, w)" if ndim is None else \
+                ("(N, C, h, w)" if ndim == 4 else "(N, T, C, h, w)")
+            raise InputError(f"cond[{key!r}]", f"{form} scaled VAE latents with N={n}, C={c}",
+                             f"shape {arr.shape}")
+    if method == "structure_motion" and out["first_frame"].shape[-2:] != out["motion"].shape[-2:]:
+        raise InputError("cond['motion']", f"latents of size {out['first_frame'].shape[-2:]} like first_frame",
+                         f"{out['motion'].shape[-2:]}")
+    return out
+
+
+def _init_latents(method, cond, scfg):
+    """The initial latent video (N, C, T, h, w) of the img2img methods (None for text_to_video)."""
+    if method == "structure_motion":
+        first, motion = cond["first_frame"], cond["motion"]
+        if scfg["motion_mode"] == "residual":
+            video = first[:, None] + motion
+        else:
+            video = motion.copy()
+        video[:, 0] = first  # the structure decoder's first frame fixes the layout
+        return np.ascontiguousarray(video.transpose(0, 2, 1, 3, 4))
+    if method == "two_stage":
+        lat = cond["vae"]
+        if lat.ndim == 4:
+            lat = np.repeat(lat[:, None], int(scfg["num_frames"]), axis=1)
+        return np.ascontiguousarray(lat.transpose(0, 2, 1, 3, 4))
+    return None
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _empty_prompt_embedding(pipe, device):
+    import torch
+
+    with torch.inference_mode():
+        ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(device)
+        return pipe.text_encoder(ids)[0][0].float().cpu().numpy()
+
+
+def _timesteps(sched, steps, strength, device):
+    """Timesteps to run and the index they start at (img2img: the last strength*steps)."""
+    sched.set_timesteps(int(steps), device=device)
+    if strength is None:
+        return sched.timesteps, 0
+    init = min(int(int(steps) * float(strength)), int(steps))
+    if init < 1:
+        raise ConfigError(f"generate.strength {strength} with {steps} steps leaves no step to run; "
+                          f"raise strength or steps")
+    start = (int(steps) - init) * sched.order
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(start)
+    return sched.timesteps[start:], start
+
+
+def _sample_lane(pipe, sched_proto, noise, init, tokens, negative, gens, scfg, device, dtype):
+    """Denoise one lane of clips (one UNet batch): returns float32 latents (B, C, T, h, w) on device.
+
+    ``noise`` (B, C, T, h, w) float32 CPU; ``init`` the img2img latents or None;
+    ``tokens`` (B, L, D); ``negative`` (B, L, D) or None (no guidance).
+    """
+    import torch
+
+    sched = copy.deepcopy(sched_proto)
+    strength = None if init is None else float(scfg["strength"])
+    timesteps, _ = _timesteps(sched, scfg["steps"], strength, device)
+    noise = noise.to(device)
+    if init is None:
+        x = noise * sched.init_noise_sigma
+    else:
+        t0 = timesteps[:1].repeat(noise.shape[0])
+        x = sched.add_noise(init.to(device), noise, t0)
+    g = float(scfg["guidance_scale"])
+    guided = negative is not None
+    emb = torch.cat([negative, tokens]) if guided else tokens
+    emb = emb.to(device, dtype)
+    step_kwargs = {"generator": gens}
+    if scfg["scheduler"] == "ddim":
+        step_kwargs["eta"] = float(scfg["eta"])
+    for t in timesteps:
+        inp = torch.cat([x, x]) if guided else x
+        inp = sched.scale_model_input(inp, t)
+        pred = pipe.unet(inp.to(dtype), t, encoder_hidden_states=emb, return_dict=False)[0].float()
+        if guided:
+            p_u, p_c = pred.chunk(2)
+            pred = p_u + g * (p_c - p_u)
+        x = sched.step(pred, t, x, **step_kwargs).prev_sample.float()
+    return x
+
+
+def _decode(pipe, lat, slice_size, upcast, dtype):
+    """Scaled latents (B, C, T, h, w) -> uint8 (B, T, H, W, 3), ``slice_size`` frames per VAE call."""
+    import torch
+
+    vae = pipe.vae
+    b, c, t, h, w = lat.shape
+    z = lat.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w) / float(vae.config.scaling_factor)
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:
+        z = z + float(shift)
+    vdtype = torch.float32 if upcast else dtype
+    if next(vae.parameters()).dtype != vdtype:
+        vae.to(vdtype)
+    step = int(slice_size) or len(z)
+    frames = [vae.decode(z[i:i + step].to(vdtype)).sample.float() for i in range(0, len(z), step)]
+    x = torch.cat(frames)
+    x = ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.reshape(b, t, 3, x.shape[-2], x.shape[-1]).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+
+def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
+    """Generate one video per clip id from decoded features.
+
+    Parameters
+    ----------
+    pipe : fmrivid.models.LoadedModel or diffusers.TextToVideoSDPipeline
+        From :func:`load_pipeline` (or ``models.load(spec, "text_to_video")``).
+    method : str
+        ``"text_to_video"``, ``"structure_motion"`` or ``"two_stage"``.
+    cond : dict of str -> ndarray
+        From :func:`generation_inputs`: ``text_tokens`` (N, L, D) always;
+        ``negative`` (L, D) when guided with ``negative: mean_train``;
+        ``first_frame`` (N, C, h, w) + ``motion`` (N, T, C, h, w)
+        (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage).
+    clip_ids : sequence of N str
+        Clip ``i`` uses the seed ``clip_seed(seed, clip_ids[i])``.
+    cfg : dict
+        The ``generate`` section (:data:`DEFAULTS`).
+    seed : int
+        Master seed (config ``seed``).
+    device : str
+    log : callable
+        Receives one progress line per batch.
+
+    Returns
+    -------
+    uint8 ndarray (N, T, H, W, 3)
+
+    Raises
+    ------
+    InputError
+        Missing or mis-shaped conditions.
+    ConfigError
+        Bad settings.
+    """
+    import torch
+
+    scfg = settings(cfg, method=method)
+    pipe = _pipe(pipe)
+    clip_ids = [str(c) for c in clip_ids]
+    n = len(clip_ids)
+    if n == 0:
+        raise InputError("clip_ids", "at least one clip id", "none")
+    if len(set(clip_ids)) != n:
+        raise InputError("clip_ids", "unique clip ids", f"{n - len(set(clip_ids))} duplicates")
+    cond = _check_cond(method, cond, n, scfg, pipe)
+    device = torch.device(device)
+    prepare_pipeline(pipe, device, scfg)
+    dtype = _torch_dtype(scfg["dtype"], device)
+    upcast = scfg["vae_upcast"] if scfg["vae_upcast"] != "auto" else \
+        bool(getattr(pipe.vae.config, "force_upcast", False)) and dtype == torch.float16
+    guided = float(scfg["guidance_scale"]) > 1.0
+    negative = None
+    if guided:
+        neg = cond["negative"] if scfg["negative"] == "mean_train" else _empty_prompt_embedding(pipe, device)
+        if neg.shape != cond["text_tokens"].shape[1:]:
+            raise InputError("negative", f"token embedding {cond['text_tokens'].shape[1:]}", f"{neg.shape}")
+        negative = torch.from_numpy(np.ascontiguousarray(neg))
+    init_all = _init_latents(method, cond, scfg)
+    factor = int(getattr(pipe, "vae_scale_factor", 8))
+    if init_all is None:
+        if scfg["height"] % factor or scfg["width"] % factor:
+            raise ConfigError(f"generate.height/width: expected multiples of the VAE factor {factor}; "
+                              f"found {scfg['height']}x{scfg['width']}")
+        shape = (int(pipe.unet.config.in_channels), int(scfg["num_frames"]),
+                 scfg["height"] // factor, scfg["width"] // factor)
+    else:
+        shape = init_all.shape[1:]
+    sched_proto = _scheduler(pipe, scfg["scheduler"])
+    tokens_all = torch.from_numpy(np.ascontiguousarray(cond["text_tokens"]))
+    bs = int(scfg["batch_size"])
+    lane = 1 if (device.type == "cpu" and scfg["exact_cpu"]) else bs
+    out, t0 = [], time.perf_counter()
+    n_batches = -(-n // bs)
+    with torch.inference_mode():
+        for bi, start in enumerate(range(0, n, bs)):
+            stop = min(n, start + bs)
+            gens = [torch.Generator().manual_seed(clip_seed(seed, c)) for c in clip_ids[start:stop]]
+            noise = torch.cat([torch.randn((1,) + tuple(shape), generator=g) for g in gens])
+            lats = []
+            for j in range(0, stop - start, lane):
+                sl = slice(j, min(stop - start, j + lane))
+                init = None if init_all is None else torch.from_numpy(init_all[start + sl.start:start + sl.stop])
+                toks = tokens_all[start + sl.start:start + sl.stop]
+                neg = None if negative is None else negative[None].expand(len(toks), -1, -1)
+                lats.append(_sample_lane(pipe, sched_proto, noise[sl], init, toks, neg, gens[sl], scfg,
+                                         device, dtype))
+            if lane == 1:  # per clip: decoding is per clip too, so nothing depends on the batch
+                video = np.concatenate([_decode(pipe, z, scfg["decode_slice"], upcast, dtype) for z in lats])
+            else:
+                video = _decode(pipe, torch.cat(lats), scfg["decode_slice"], upcast, dtype)
+            out.append(video)
+            dt = time.perf_counter() - t0
+            log(f"generate[{method}] batch {bi + 1}/{n_batches}: {stop}/{n} clips "
+                f"({dt:.1f} s, {dt / stop:.2f} s/clip, {scfg['steps']} steps, {str(dtype).replace('torch.', '')}"
+                f" on {device})")
+    return np.concatenate(out)

@@ -621,6 +621,85 @@ def run_metrics_table(paths, clip_paths, compare, dataset_name, main_method, out
         f"{table['variant'].nunique()} variants")
 
 
+def run_gt_cache(frames_path, splits_path, cfg, image_model, seed, out_path, log=print):
+    """GT-side outputs of the video metrics for every test clip, once for all methods and subjects.
+
+    Rows are the test clips of ``splits_path`` in sorted clip-id order (the
+    order of the prediction files); see :func:`fmrivid.metrics.suite.gt_cache`.
+    """
+    from fmrivid.metrics import suite
+
+    ids = sorted(clip_ids(read_splits(splits_path), "test"))
+    _, gt, attrs = read_features(frames_path, ids)
+    suite.check_lossless(frames_path, attrs)
+    models, _ = load_eval_models(cfg, image_model, seed, log=log)
+    log(f"GT cache: {len(ids)} test clips {gt.shape[1:]}")
+    suite.gt_cache(gt, ids, models, cfg, out_path, log=log)
+
+
+def run_evaluate_chunk(recon_chunk_path, pred_path, frames_path, gt_cache_path, chunk, chunk_size, subject, method,
+                       cfg, seed, image_model, out_partial, log=print):
+    """Video metrics of one chunk of reconstructions, as a partial for :func:`run_evaluate_merge`.
+
+    ``pred_path`` is a prediction file of the subject (the one generation cut
+    its chunks from): its clip ids, in order, are the global clip order that
+    seeds the shuffled pairings and N-way draws, and chunk ``chunk`` must hold
+    its rows ``chunk_rows(n, chunk, chunk_size)``. The partial's values are
+    those the unchunked :func:`run_evaluate` computes for these clips.
+    """
+    from fmrivid.metrics import suite
+
+    order, _, _ = read_features(pred_path)
+    order = [str(c) for c in order]
+    rows = chunk_rows(len(order), chunk, chunk_size)
+    ids, rec, rec_attrs = read_features(recon_chunk_path)
+    if [str(c) for c in ids] != order[rows]:
+        raise InputError(recon_chunk_path, f"the clips of chunk {chunk} of {pred_path} at chunk size {chunk_size} "
+                                           f"({rows.stop - rows.start} clips {order[rows][:3]}...)",
+                         f"{len(ids)} clips {list(ids)[:3]}...")
+    suite.check_lossless(recon_chunk_path, rec_attrs)
+    cache = suite.read_gt_cache(gt_cache_path)
+    _, gt_all, gt_attrs = read_features(frames_path, order)
+    suite.check_lossless(frames_path, gt_attrs)
+    models, info = load_eval_models(cfg, image_model, seed, log=log)
+    log(f"sub-{subject} {method} chunk {chunk}: clips {rows.start}..{rows.stop - 1} of {len(order)} {rec.shape[1:]}")
+    partial = suite.evaluate_videos_chunk(gt_all, cache, rec, np.arange(rows.start, rows.stop), len(order), order,
+                                          subject, method, cfg, seed, models=models, log=log)
+    partial["models"] = json.loads(json.dumps(info, sort_keys=True, default=str))
+    partial["chunk"] = int(chunk)
+    suite.write_partial(partial, out_partial)
+
+
+def run_evaluate_merge(partials, pred_paths, truth_paths, targets, subject, method, cfg, seed, out_table, out_clips,
+                       out_models, log=print):
+    """Merge the chunks' partials (exactly the unchunked video rows) and add the decoded-feature metrics.
+
+    Writes what :func:`run_evaluate` writes: the long table, the per-clip table
+    and the models used (from the partials).
+    """
+    from fmrivid.metrics import suite
+    from fmrivid.metrics.table import write_clip_table, write_table
+
+    parts = [suite.read_partial(p) for p in partials]
+    for part in parts:
+        found = (part["subject"], part["method"], part["seed"])
+        if found != (str(subject), str(method), int(seed)):
+            raise InputError(part["path"], f"a partial of subject {subject}, method {method}, seed {seed}",
+                             f"subject {found[0]}, method {found[1]}, seed {found[2]}")
+    log(f"sub-{subject} {method}: merging {len(parts)} chunk(s)")
+    rows, clips = suite.merge_partials(parts, cfg, log=log)
+    for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
+        pids, pred, _ = read_features(p_path)
+        _, true, _ = read_features(t_path, pids)
+        r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log)
+        rows += r
+        clips += c
+    write_clip_table(clips, out_clips)
+    write_table(rows, out_table)
+    with atomic_path(out_models) as tmp:
+        tmp.write_text(json.dumps(parts[0]["models"], indent=1, sort_keys=True, default=str) + "\n")
+
+
 # ----------------------------------------------------------------------------- report
 def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, subject, out_preview_html=None,
                         log=print):

@@ -46,6 +46,12 @@ def data():
     return {"gt": gt, "rec": rec, "ids": ids, "models": loaded, "rows": rows, "clips": clips}
 
 
+@pytest.fixture(scope="module")
+def parts(data, tmp_path_factory):
+    """The partials of CHUNKS, each written to and read back from its HDF5 file."""
+    return _chunked(data, tmp_path_factory.mktemp("chunks"))
+
+
 def _chunked(data, tmp_path, chunks=CHUNKS):
     # the cache holds the clips in another order, plus one the subject did not see: rows are found by clip id
     extra = smooth_clips(7, 1, 4, 32, 32)
@@ -73,8 +79,8 @@ def _assert_same_rows(a, b):
             assert same, (ra["metric"], ra["method"], k, ra[k], rb[k])
 
 
-def test_three_uneven_chunks_equal_the_unchunked_evaluation(data, tmp_path):
-    rows, clips = suite.merge_partials(_chunked(data, tmp_path), CFG, log=_quiet)
+def test_three_uneven_chunks_equal_the_unchunked_evaluation(data, parts, tmp_path):
+    rows, clips = suite.merge_partials(parts, CFG, log=_quiet)
     _assert_same_rows(rows, data["rows"])      # same floats: value, CI, p, n of every row
     assert clips == data["clips"]
     write_table(rows, tmp_path / "a.tsv")
@@ -100,9 +106,8 @@ def test_three_uneven_chunks_equal_the_unchunked_evaluation(data, tmp_path):
     assert table[table.metric == "lpips_vgg"]["variant"].iloc[0].endswith("[not computed: no weights in this test]")
 
 
-def test_merge_refuses_missing_duplicated_and_foreign_chunks(data, tmp_path):
-    parts = _chunked(data, tmp_path, chunks=[slice(0, 6), slice(6, 10), slice(10, 11)])
-    with pytest.raises(InputError, match=r"1 clip\(s\) missing \(global indices \[10\]\)"):
+def test_merge_refuses_missing_duplicated_and_foreign_chunks(data, parts):
+    with pytest.raises(InputError, match=r"5 clip\(s\) missing \(global indices \[2, 3, 4, 5, 6\]\)"):
         suite.merge_partials(parts[:2], CFG)
     with pytest.raises(InputError, match="covered twice"):
         suite.merge_partials(parts + [parts[2]], CFG)
@@ -217,3 +222,56 @@ def test_draw_positions_of_global_indices_are_rows_of_the_full_draw():
     full = classify.draw_positions(9, 2, 30, 5, 3, 4, seed=8)
     idx = np.array([7, 2, 5])
     np.testing.assert_array_equal(classify.draw_positions(0, 2, 30, 5, 3, 4, seed=8, indices=idx), full[idx])
+
+
+def test_stage_chunks_write_what_run_evaluate_writes(tmp_path):
+    """run_gt_cache + run_evaluate_chunk per chunk + run_evaluate_merge: the files of run_evaluate, byte for byte."""
+    from fmrivid import stages
+    from fmrivid.io.h5 import write_features
+
+    n, cs = 7, 3
+    test_ids = [f"t{i}" for i in (5, 1, 3, 0, 6, 2, 4)]           # splits order differs from prediction order
+    ids = sorted(test_ids)
+    gt = smooth_clips(1, n, 3, 24, 24)
+    pd.DataFrame({"clip_id": ["tr0"] + test_ids, "split": ["train"] + ["test"] * n, "file": "x.mp4",
+                  "caption": "c"}).to_csv(tmp_path / "splits.tsv", sep="\t", index=False)
+    lossless = {"storage": "lossless uint8"}
+    frames = {c: gt[i] for i, c in enumerate(ids)}
+    frames["tr0"] = gt[0]
+    write_features(tmp_path / "frames.h5", list(frames), np.stack(list(frames.values())), lossless)
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(n, 8))
+    write_features(tmp_path / "pred.h5", ids, (true + rng.normal(size=true.shape)).astype(np.float32))
+    write_features(tmp_path / "truth.h5", ids, true.astype(np.float32))
+    rec = noisy(gt, 30, 2)
+    write_features(tmp_path / "recon.h5", ids, rec, lossless)
+    cfg = {**CFG, "device": "cpu", "clip_model": "tiny", "frame_classifier": "tiny", "video_classifier": None,
+           "lpips": [], "retrieval_topk": [2], "retrieval_nway": 4, "retrieval_subsets": 3}
+    common = {"subject": "01", "method": "demo", "cfg": cfg, "seed": 3, "image_model": "tiny", "log": _quiet}
+    stages.run_evaluate(tmp_path / "recon.h5", tmp_path / "frames.h5", [tmp_path / "pred.h5"],
+                        [tmp_path / "truth.h5"], ["text"], out_path=tmp_path / "ref.tsv",
+                        out_clips=tmp_path / "ref_clips.tsv", out_models=tmp_path / "ref_models.json", **common)
+    stages.run_gt_cache(tmp_path / "frames.h5", tmp_path / "splits.tsv", cfg, "tiny", 3, tmp_path / "gt.h5",
+                        log=_quiet)
+    partials = []
+    for k in range(-(-n // cs)):
+        rows = slice(k * cs, min(n, (k + 1) * cs))
+        write_features(tmp_path / f"chunk-{k}.h5", ids[rows], rec[rows], lossless)
+        partials.append(tmp_path / f"part-{k}.h5")
+        stages.run_evaluate_chunk(tmp_path / f"chunk-{k}.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
+                                  tmp_path / "gt.h5", k, cs, out_partial=partials[-1], **common)
+    common.pop("image_model")
+    stages.run_evaluate_merge(partials[::-1], [tmp_path / "pred.h5"], [tmp_path / "truth.h5"], ["text"],
+                              out_table=tmp_path / "merged.tsv", out_clips=tmp_path / "merged_clips.tsv",
+                              out_models=tmp_path / "merged_models.json", **common)
+    for ref, got in (("ref.tsv", "merged.tsv"), ("ref_clips.tsv", "merged_clips.tsv"),
+                     ("ref_models.json", "merged_models.json")):
+        assert (tmp_path / got).read_bytes() == (tmp_path / ref).read_bytes(), got
+    assert "nway_topk" in (tmp_path / "merged.tsv").read_text()
+    # a chunk file that is not the chunk the prediction file's order says is refused
+    write_features(tmp_path / "bad.h5", ids[1:4], rec[1:4], lossless)
+    with pytest.raises(InputError, match="the clips of chunk 0"):
+        stages.run_evaluate_chunk(tmp_path / "bad.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
+                                  tmp_path / "gt.h5", 0, cs, out_partial=tmp_path / "bad_part.h5",
+                                  image_model="tiny", **common)
+    assert not (tmp_path / "bad_part.h5").exists()

@@ -19,9 +19,9 @@ N_TRAIN_CLIPS, REPEATS, N_TEST, K, V = 30, 2, 12, 6, 300
 T, C, H, W = 5, 4, 8, 8
 QUIET = lambda m: None  # noqa: E731
 
-SEM = {"steps": 150, "batch_size": 30, "lr": 3e-3, "hidden": 64, "layers": 1, "dropout": 0.1,
+SEM = {"steps": 60, "batch_size": 30, "lr": 3e-3, "hidden": 64, "layers": 1, "dropout": 0.1,
        "token_hidden": 64, "checkpoint_every": 50}
-STRUCT = {"steps": 150, "batch_size": 30, "lr": 3e-3, "hidden": 64, "dropout": 0.1, "checkpoint_every": 50}
+STRUCT = {"steps": 100, "batch_size": 30, "lr": 3e-3, "hidden": 64, "dropout": 0.1, "checkpoint_every": 50}
 MOT = {"steps": 100, "batch_size": 30, "lr": 1e-2, "weight_decay": 0.3, "width": 32, "heads": 2, "depth": 1,
        "patch": 2, "fmri_tokens": 2, "checkpoint_every": 50}
 
@@ -175,11 +175,11 @@ def test_motion_step_is_causal():
 def test_fusion_runs_fused_and_fmri_only(planted, tmp_path):
     p = planted
     r = p["train_rows"]
-    sem = semantic.fit_predict(_semantic_data(p, p["train_X"]), {**SEM, "steps": 60}, tmp_path / "s.safetensors",
+    sem = semantic.fit_predict(_semantic_data(p, p["train_X"]), {**SEM, "steps": 20}, tmp_path / "s.safetensors",
                                log=QUIET)
     test_audio, idx = fusion.retrieve_audio(sem["pred"], p["text"][r], p["audio"][r], return_index=True)
     data = {**_motion_data(p, p["train_X"]), "train_audio": p["audio"][r], "test_audio": test_audio}
-    cfg = {**MOT, "steps": 60}
+    cfg = {**MOT, "steps": 20}
     fused = fusion.fit_predict(data, cfg, tmp_path / "f.safetensors", log=QUIET)
     only = fusion.fit_predict(data, {**cfg, "audio": False}, tmp_path / "o.safetensors", log=QUIET)
     assert fused["mode"] == "fused" and only["mode"] == "fmri_only"

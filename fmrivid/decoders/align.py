@@ -148,7 +148,23 @@ class GLFA(torch.nn.Module):
         return mixed.reshape(b, p, p, gh, gw).permute(0, 3, 1, 4, 2).reshape(b, self.height, self.width)
 
     def local_align(self, x):
-        """Eq. 2: locally connected 2-D layer (stride 1, zero padding); (B, H, W) -> (B, H, W)."""
+        """Eq. 2: locally connected 2-D layer (stride 1, zero padding); (B, H, W) -> (B, H, W).
+
+        Computed as a sum over the ``k*k`` kernel offsets of the shifted (padded) map times that
+        offset's per-pixel weight map: the same numbers as :meth:`local_align_unfold` without its
+        (B, k*k, H*W) patch tensor (``benchmarks/align_encoder.py`` compares the two).
+        """
+        k, h, w = self.kernel_size, self.height, self.width
+        xp = F.pad(x, (k // 2,) * 4)
+        weight = self.local_weight.reshape(k * k, h, w)
+        out = self.local_bias.reshape(h, w).expand(x.shape[0], h, w)
+        for o in range(k * k):
+            di, dj = divmod(o, k)
+            out = out + xp[:, di:di + h, dj:dj + w] * weight[o]
+        return out
+
+    def local_align_unfold(self, x):
+        """Reference of :meth:`local_align` with ``torch.nn.functional.unfold`` (patch tensor)."""
         patches = F.unfold(x[:, None], self.kernel_size, padding=self.kernel_size // 2)  # (B, k*k, H*W)
         out = (patches * self.local_weight).sum(1) + self.local_bias
         return out.reshape(x.shape[0], self.height, self.width)
@@ -284,6 +300,7 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
     log : callable
     heldout : str, optional
         Subject left out of the common space and aligned to it afterwards from its training clips.
+        With 2 subjects in all, the other one is the target and only the held-out module is fitted.
 
     Returns
     -------
@@ -302,8 +319,8 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
     if heldout is not None and heldout not in maps_by_subject:
         raise InputError("heldout", f"one of the subjects {subjects}", repr(heldout))
     training = [s for s in subjects if s != heldout]
-    if len(training) < 2:
-        raise InputError("maps_by_subject", "at least 2 training subjects besides the held-out one", f"{training}")
+    if len(training) < 2 and heldout is None:
+        raise InputError("maps_by_subject", "at least 2 subjects to align", f"{training}")
     target = target if target is not None else (cfg["target"] if cfg["target"] is not None else training[0])
     target = str(target)
     if target not in training:
@@ -311,7 +328,7 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
                           f"found {target!r}")
     mask = _joint_mask(maps_by_subject, shape, cfg["use_mask"])
     ids = _common_ids(maps_by_subject, training, "train", target)
-    if len(ids) < 2:
+    if len(ids) < 2 and len(training) > 1:
         raise InputError("train_ids", f"at least 2 training clips shared by subjects {training}", f"{len(ids)}")
     learn = [s for s in training if s != target]
     order = [target] + learn
@@ -338,12 +355,16 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
         return {"loss": total / n_pairs, "align": sum(align_terms) / n_pairs,
                 "const": sum(const) / max(1, len(learn))}
 
-    x = np.stack([_rows(maps_by_subject[s], "train", ids) for s in order], axis=1)  # (N, S, H, W)
-    log(f"align: GLFA of {learn} onto sub-{target} from {len(ids)} shared training clips, "
-        f"maps {shape[0]}x{shape[1]}, {modules[learn[0]].global_weight.shape[0]} parcels, "
-        f"{int(mask.sum())} pixels")
-    hist_common = train.fit(modules, common_loss, {"x": x}, cfg, None if ckpt_dir is None else
-                            _sub_dir(ckpt_dir, "common"), seed=seed, device=device, log=log)
+    n_parcels = (shape[0] // cfg["parcel_size"]) * (shape[1] // cfg["parcel_size"])
+    if learn:
+        x = np.stack([_rows(maps_by_subject[s], "train", ids) for s in order], axis=1)  # (N, S, H, W)
+        log(f"align: GLFA of {learn} onto sub-{target} from {len(ids)} shared training clips, "
+            f"maps {shape[0]}x{shape[1]}, {n_parcels} parcels, {int(mask.sum())} pixels")
+        hist_common = train.fit(modules, common_loss, {"x": x}, cfg, None if ckpt_dir is None else
+                                _sub_dir(ckpt_dir, "common"), seed=seed, device=device, log=log)
+    else:  # one training subject: its space is the common space, only the held-out subject is fitted
+        log(f"align: one training subject (sub-{target}): its flat-map space is the common space")
+        hist_common = []
     for p in modules.parameters():
         p.requires_grad_(False)
     out_modules = {s: modules[s] for s in learn}

@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 
 SUBJECTS = ("01", "02", "03")
 HELDOUT = "03"
-ALIGN_CFG = {"steps": 200, "batch_size": 32, "checkpoint_every": 50}
+ALIGN_CFG = {"steps": 120, "batch_size": 32, "checkpoint_every": 40}
 
 
 def _quiet(msg):
@@ -109,6 +109,12 @@ def test_glfa_parts_do_what_eq1_eq2_say():
     expected = x * mask
     expected[:, 5, 5] = x[:, 5, 4]
     assert np.allclose(out, expected)
+    # the shifted-sum layer computes what the unfold (patch) formulation computes, for any weights
+    with torch.no_grad():
+        torch.nn.init.normal_(m.local_weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.normal_(m.local_bias, generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(m.local_align(torch.as_tensor(x)), m.local_align_unfold(torch.as_tensor(x)),
+                              atol=1e-5)
 
 
 def test_glfa_raises_fsc_and_isc_of_heldout_subject(glfa_run):
@@ -160,8 +166,8 @@ def test_glfa_resume_after_kill_is_bit_identical(glfa_run, tmp_path):
     def dying(msg):
         if msg.startswith("align: fitting held-out"):
             state["heldout_stage"] = True
-        if state["heldout_stage"] and msg.startswith("step 120/"):
-            raise KeyboardInterrupt  # the job is killed after the step-100 checkpoint of the held-out stage
+        if state["heldout_stage"] and msg.startswith("step 96/"):
+            raise KeyboardInterrupt  # the job is killed after the step-80 checkpoint of the held-out stage
 
     kw = dict(out_model=tmp_path / "align.safetensors", ckpt_dir=tmp_path / "ck", seed=0)
     with pytest.raises(KeyboardInterrupt):
@@ -169,9 +175,21 @@ def test_glfa_resume_after_kill_is_bit_identical(glfa_run, tmp_path):
     assert not (tmp_path / "align.safetensors").exists()
     msgs = []
     align.fit_align(glfa_run["maps"], None, ALIGN_CFG, log=msgs.append, heldout=HELDOUT, **kw)
-    assert any("resuming from the checkpoint at step 200" in m for m in msgs)  # common stage: finished
-    assert any("resuming from the checkpoint at step 100" in m for m in msgs)  # held-out stage
+    assert any("resuming from the checkpoint at step 120" in m for m in msgs)  # common stage: finished
+    assert any("resuming from the checkpoint at step 80" in m for m in msgs)  # held-out stage
     assert_same_safetensors(tmp_path / "align.safetensors", glfa_run["tmp"] / "align.safetensors")
+
+
+def test_two_subjects_align_heldout_onto_the_other():
+    maps, ids, feats = planted_maps(seed=3)
+    maps = {s: maps[s] for s in ("01", "02")}  # the demo has 2 subjects: LOSO leaves one training subject
+    res = align.loso_decode(maps, "02", ids, feats, {**ALIGN_CFG, "steps": 100}, seed=0, log=_quiet)
+    assert res["align"]["history"]["common"] == [] and res["align"]["modules"]["01"] is None
+    for metric in ("fsc", "isc"):
+        row = _row(res["table"], metric, "02")
+        assert row["after"] > row["before"] + 0.3, row
+    r = {row["variant"]: row["value"] for row in res["table"] if row["metric"] == "decode_r"}
+    assert r["aligned"] > r["shuffled"] + 0.4 and r["aligned"] > r["unaligned"] + 0.2, r
 
 
 def test_read_flatmaps_round_trip(tmp_path):

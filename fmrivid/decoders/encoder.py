@@ -304,13 +304,17 @@ def fit_predict(data, cfg=None, out_model=None, ckpt_dir=None, seed=0, device="c
         train.save_model(model, out_model, {"format": _FORMAT, "config": json.dumps(cfg, sort_keys=True),
                                             "n_voxels": Y.shape[1], "control": str(bool(control)).lower(),
                                             "seed": int(seed)})
-    pred, recon = predict(model, test_frames, cfg, device)
+    pred, recon = predict(model, test_frames, cfg)
     return {"pred": pred, "recon": recon, "history": history, "config": cfg}
 
 
-def predict(model, frames, cfg, device="cpu"):
-    """Predicted responses (M, V) float32 (training units) and middle-frame reconstructions (M, S, S, 3) uint8."""
+def predict(model, frames, cfg):
+    """Predicted responses (M, V) float32 (training units) and middle-frame reconstructions (M, S, S, 3) uint8.
+
+    Runs on the model's device, ``cfg["predict_batch"]`` chunks at a time.
+    """
     cfg = config(cfg)
+    device = model.voxel_mean.device
     chunks = prepare_chunks(frames, cfg["chunk_frames"], cfg["frame_size"])
     model.eval()
     preds, recons = [], []

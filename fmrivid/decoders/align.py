@@ -35,6 +35,10 @@ Choices the paper leaves open, and what this module does:
   (the frozen subjects' consistency terms are constants and are dropped).
 * Both modules start at the identity (``W = I``, centre tap 1, bias 0), so before training the
   aligned map is the original map.
+* **Alignment on its own.** The paper adds L_GLFA to its video model's denoising loss (Eq. 6); here
+  the alignment is fitted by Eq. 3 alone, so that it can be evaluated (fSC / ISC) and reused by any
+  decoder, and the LOSO decoder is a ridge on the aligned maps (the LEA-style baseline of the
+  paper's Table 2).
 
 Evaluation (:func:`alignment_table`): fSC and ISC (:mod:`fmrivid.metrics.brain`, GLFA's definitions)
 on the TEST clips, before (anatomical alignment only) and after GLFA, for every subject, plus the

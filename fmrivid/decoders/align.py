@@ -297,7 +297,8 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
         safetensors file with every subject's module (tensors ``<sub>.global_weight`` etc.) and the
         config, target, held-out subject and subjects in its metadata.
     ckpt_dir : path, optional
-        Checkpoints for resume: ``<ckpt_dir>/common`` and ``<ckpt_dir>/heldout``.
+        Checkpoints for resume: ``<ckpt_dir>/common`` and ``<ckpt_dir>/heldout-<sub>-<hash of the
+        common modules>``.
     seed : int
     device : str
         ``"cpu"`` or ``"cuda[:k]"`` (CPU with a message when CUDA is absent).
@@ -318,6 +319,9 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
 
     cfg = config(cfg)
     device = resolve_device(device, log)
+    maps_by_subject = {str(k): v for k, v in maps_by_subject.items()} if isinstance(maps_by_subject, dict) \
+        else maps_by_subject
+    heldout = None if heldout is None else str(heldout)
     shape = _check_maps(maps_by_subject)
     subjects = sorted(maps_by_subject)
     if heldout is not None and heldout not in maps_by_subject:
@@ -392,10 +396,11 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
             return {"loss": align + lam * const, "align": align, "const": const}
 
         log(f"align: fitting held-out sub-{heldout} to the common space from its {len(h_ids)} training clips")
+        # the held-out stage's targets come from the common stage: its checkpoints live in a folder named
+        # after the common modules' weights, so a changed common stage never resumes a stale held-out run
+        ck = None if ckpt_dir is None else _sub_dir(ckpt_dir, f"heldout-{heldout}-{_state_hash(modules, target)}")
         hist_heldout = train.fit(module_h, heldout_loss, {"x": _rows(maps_by_subject[heldout], "train", h_ids),
-                                                          "ref": ref}, cfg,
-                                 None if ckpt_dir is None else _sub_dir(ckpt_dir, "heldout"),
-                                 seed=seed, device=device, log=log)
+                                                          "ref": ref}, cfg, ck, seed=seed, device=device, log=log)
         for p in module_h.parameters():
             p.requires_grad_(False)
         out_modules[heldout] = module_h
@@ -417,6 +422,16 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
     return {"modules": out_modules, "target": target, "heldout": heldout, "mask": mask,
             "history": {"common": hist_common, "heldout": hist_heldout}, "aligned": aligned, "table": table,
             "config": cfg}
+
+
+def _state_hash(modules, target):
+    import hashlib
+
+    h = hashlib.sha256(str(target).encode())
+    for name, tensor in sorted(modules.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def _sub_dir(ckpt_dir, name):
@@ -592,6 +607,8 @@ def loso_decode(maps_by_subject, heldout, feature_ids, features, cfg=None, out_a
     from fmrivid.metrics.brain import column_corr
 
     cfg = config(cfg)
+    heldout = str(heldout)
+    maps_by_subject = {str(k): v for k, v in maps_by_subject.items()}
     features = np.asarray(features)
     if features.ndim == 1:
         features = features[:, None]

@@ -62,7 +62,7 @@ from fmrivid.decoders import train
 from fmrivid.errors import ConfigError, InputError
 
 __all__ = ["DEFAULTS", "GLFA", "config", "read_flatmaps", "fit_align", "load_align", "apply_align",
-           "alignment_table", "loso_decode"]
+           "alignment_values", "alignment_table", "loso_decode"]
 
 _FORMAT = "fmrivid.decoders.align.GLFA"
 
@@ -313,7 +313,8 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
         ``modules`` (subject -> :class:`GLFA` or None for the target), ``target``, ``heldout``,
         ``mask`` (H, W), ``history`` (``{"common": [...], "heldout": [...]}``), ``aligned``
         (subject -> ``{"train_maps", "test_maps"}`` after alignment, float32, same rows as the input),
-        ``table`` (:func:`alignment_table` on the test clips), ``config``.
+        ``table`` (:func:`alignment_table` on the test clips), ``values`` (:func:`alignment_values`:
+        the per-clip / per-pixel arrays behind the table), ``config``.
     """
     from fmrivid.utils import resolve_device
 
@@ -414,6 +415,7 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
         aligned[s] = {"train_maps": _apply(out_modules[s], entry["train_maps"], mask, device),
                       "test_maps": _apply(out_modules[s], entry["test_maps"], mask, device)}
     before = {s: {"test_maps": np.asarray(maps_by_subject[s]["test_maps"], np.float32)} for s in aligned}
+    values = alignment_values(maps_by_subject, before, aligned, mask, order_by=target)
     table = alignment_table(maps_by_subject, before, aligned, mask, order_by=target, heldout=heldout)
     for row in table:
         if row["metric"] in ("fsc", "isc"):
@@ -421,7 +423,7 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
                 + (" (held out)" if row["heldout"] else ""))
     return {"modules": out_modules, "target": target, "heldout": heldout, "mask": mask,
             "history": {"common": hist_common, "heldout": hist_heldout}, "aligned": aligned, "table": table,
-            "config": cfg}
+            "values": values, "config": cfg}
 
 
 def _state_hash(modules, target):
@@ -498,8 +500,8 @@ def apply_align(path, subject, maps, device="cpu"):
 # --------------------------------------------------------------------------- #
 # Metrics
 # --------------------------------------------------------------------------- #
-def alignment_table(maps_by_subject, before, after, mask, order_by, heldout=None):
-    """fSC and ISC on the test clips shared by all subjects, before and after alignment.
+def alignment_values(maps_by_subject, before, after, mask, order_by):
+    """Per-clip fSC and per-pixel ISC arrays on the test clips shared by all subjects.
 
     Parameters
     ----------
@@ -511,8 +513,37 @@ def alignment_table(maps_by_subject, before, after, mask, order_by, heldout=None
         Pixels used as voxels.
     order_by : str
         Subject whose test order the shared clips follow.
-    heldout : str, optional
-        Marked in the ``heldout`` column.
+
+    Returns
+    -------
+    dict
+        ``ids`` (shared test clips), ``before`` / ``after``: ``{"fsc": {sub: (clips,)}, "isc": {sub:
+        (pixels,)}, "fsc_pair": {(a, b): (clips,)}}`` (:func:`fmrivid.metrics.brain.fsc` /
+        :func:`~fmrivid.metrics.brain.isc` values, ready for a bootstrap summary).
+    """
+    from fmrivid.metrics.brain import column_corr, fsc, isc
+
+    subjects = sorted(after)
+    ids = _common_ids(maps_by_subject, subjects, "test", order_by)
+    if len(ids) < 2:
+        raise InputError("test_ids", f"at least 2 test clips shared by subjects {subjects}", f"{len(ids)}")
+    flat = mask.reshape(-1)
+    out = {"ids": ids}
+    for stage, maps in (("before", before), ("after", after)):
+        mats = {}
+        for s in subjects:
+            entry = {"test_maps": maps[s]["test_maps"], "test_ids": maps_by_subject[s]["test_ids"]}
+            mats[s] = _rows(entry, "test", ids).reshape(len(ids), -1)[:, flat].astype(np.float64)
+        out[stage] = {"fsc": fsc(mats), "isc": isc(mats),
+                      "fsc_pair": {(a, b): column_corr(mats[a].T, mats[b].T)
+                                   for i, a in enumerate(subjects) for b in subjects[i + 1:]}}
+    return out
+
+
+def alignment_table(maps_by_subject, before, after, mask, order_by, heldout=None):
+    """fSC and ISC on the test clips shared by all subjects, before and after alignment.
+
+    Parameters are those of :func:`alignment_values`; ``heldout`` is marked in the ``heldout`` column.
 
     Returns
     -------
@@ -522,34 +553,17 @@ def alignment_table(maps_by_subject, before, after, mask, order_by, heldout=None
         time-course correlation with the others' mean), ``partner`` "others"; and ``fsc_pair``, the
         paper's r(s_i, s_j) (mean over clips of the correlation between the two subjects' patterns).
     """
-    from fmrivid.metrics.brain import column_corr, fsc, isc
-
-    subjects = sorted(after)
-    ids = _common_ids(maps_by_subject, subjects, "test", order_by)
-    if len(ids) < 2:
-        raise InputError("test_ids", f"at least 2 test clips shared by subjects {subjects}", f"{len(ids)}")
-    flat = mask.reshape(-1)
-
-    def matrices(maps):
-        out = {}
-        for s in subjects:
-            entry = {"test_maps": maps[s]["test_maps"], "test_ids": maps_by_subject[s]["test_ids"]}
-            out[s] = _rows(entry, "test", ids).reshape(len(ids), -1)[:, flat].astype(np.float64)
-        return out
-
-    mb, ma = matrices(before), matrices(after)
-    fb, fa, ib, ia = fsc(mb), fsc(ma), isc(mb), isc(ma)
+    vals = alignment_values(maps_by_subject, before, after, mask, order_by)
+    b, a, n = vals["before"], vals["after"], len(vals["ids"])
     rows = []
-    for s in subjects:
-        common = {"subject": s, "partner": "others", "n_clips": len(ids), "heldout": s == heldout}
-        rows.append({**common, "metric": "fsc", "before": float(fb[s].mean()), "after": float(fa[s].mean())})
-        rows.append({**common, "metric": "isc", "before": float(ib[s].mean()), "after": float(ia[s].mean())})
-    for i, a in enumerate(subjects):
-        for b in subjects[i + 1:]:
-            rows.append({"subject": a, "partner": b, "metric": "fsc_pair", "n_clips": len(ids),
-                         "heldout": heldout in (a, b),
-                         "before": float(column_corr(mb[a].T, mb[b].T).mean()),
-                         "after": float(column_corr(ma[a].T, ma[b].T).mean())})
+    for s in sorted(after):
+        common = {"subject": s, "partner": "others", "n_clips": n, "heldout": s == heldout}
+        for metric in ("fsc", "isc"):
+            rows.append({**common, "metric": metric, "before": float(b[metric][s].mean()),
+                         "after": float(a[metric][s].mean())})
+    for (s, t), values in b["fsc_pair"].items():
+        rows.append({"subject": s, "partner": t, "metric": "fsc_pair", "n_clips": n, "heldout": heldout in (s, t),
+                     "before": float(values.mean()), "after": float(a["fsc_pair"][(s, t)].mean())})
     return rows
 
 

@@ -126,6 +126,9 @@ def test_glfa_raises_fsc_and_isc_of_heldout_subject(glfa_run):
     for other in ("01", "02"):
         row = _row(table, "fsc_pair", other, partner=HELDOUT)
         assert row["after"] > row["before"] + 0.3, row
+    values = glfa_run["res"]["align"]["values"]
+    assert values["after"]["fsc"][HELDOUT].shape == (20,) and values["after"]["isc"][HELDOUT].shape == (256,)
+    assert np.isclose(values["after"]["isc"][HELDOUT].mean(), _row(table, "isc", HELDOUT)["after"])
     hist = glfa_run["res"]["align"]["history"]
     assert hist["heldout"][-1]["align"] < 0.7 * hist["heldout"][0]["align"]
 

@@ -197,7 +197,10 @@ def fit_predict_motion(name, data, cfg, out_model, ckpt_dir, seed, device, log, 
     X = nnutil.check_array(data, "train_X", ndim=2)
     Xt = nnutil.check_array(data, "test_X", ndim=2, dim=X.shape[1:])
     Y = nnutil.check_array(data, "train_Y", ndim=5)
-    first = nnutil.check_array(data, "test_first", dim=Y.shape[2:])
+    first = data.get("test_first")
+    if first is not None and np.ndim(first) == 2 and np.shape(first)[1] == int(np.prod(Y.shape[2:])):
+        first = np.reshape(first, (len(first), *Y.shape[2:]))  # a flat first-frame latent (e.g. features/vae.h5)
+    first = nnutil.check_array({**data, "test_first": first}, "test_first", dim=Y.shape[2:])
     nnutil.check_rows(data, "train_X", "train_Y")
     nnutil.check_rows(data, "test_X", "test_first")
     if Y.shape[1] < 2:
@@ -253,7 +256,8 @@ def fit_predict(data, cfg, out_model, ckpt_dir=None, seed=0, device="cpu", log=p
     data : dict of numpy arrays
         ``train_X`` (n_train, V), ``test_X`` (n_test, V), ``train_Y`` (n_train, T, C, h, w) latents of
         every frame of the training rows, ``test_first`` (n_test, C, h, w) the first frame of each test
-        clip (the structure decoder's prediction: never the true test latent).
+        clip (the structure decoder's prediction: never the true test latent; a flat (n_test, C*h*w)
+        latent is reshaped).
     cfg : dict
         Keys of :data:`DEFAULTS`.
     out_model, ckpt_dir, seed, device, log

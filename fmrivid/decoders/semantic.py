@@ -153,9 +153,8 @@ def fit_predict(data, cfg, out_model, ckpt_dir=None, seed=0, device="cpu", log=p
 
     def contrastive(m, batch, gen):
         f = m.embed(batch["x"])
-        terms = {"nce_text": info_nce(f, batch["t"], temp), "nce_video": info_nce(m.video_head(f), batch["v"], temp)}
-        terms["loss"] = alpha * terms["nce_text"] + (1 - alpha) * terms["nce_video"]
-        return terms
+        nce_t, nce_v = info_nce(f, batch["t"], temp), info_nce(m.video_head(f), batch["v"], temp)
+        return {"loss": alpha * nce_t + (1 - alpha) * nce_v, "nce_text": nce_t, "nce_video": nce_v}
 
     sub = lambda name: None if ckpt_dir is None else Path(ckpt_dir) / name  # noqa: E731
     log("semantic stage 1: tri-modal InfoNCE")

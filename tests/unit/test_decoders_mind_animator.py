@@ -185,8 +185,10 @@ def test_fusion_runs_fused_and_fmri_only(planted, tmp_path):
     assert fused["mode"] == "fused" and only["mode"] == "fmri_only"
     assert fused["pred"].shape == only["pred"].shape == p["frames"][p["test_rows"]].shape
     assert np.all(np.isfinite(fused["pred"])) and not np.allclose(fused["pred"], only["pred"])
-    # fMRI-only through fusion is the motion decoder itself: same weights, same predictions
-    mot = motion.fit_predict(_motion_data(p, p["train_X"]), cfg, tmp_path / "m.safetensors", log=QUIET)
+    # fMRI-only through fusion is the motion decoder itself: same weights, same predictions (here with
+    # the first frame given flat, as the structure decoder predicts features/vae.h5 rows)
+    flat = {**_motion_data(p, p["train_X"]), "test_first": p["first"][p["test_rows"]].reshape(N_TEST, -1)}
+    mot = motion.fit_predict(flat, cfg, tmp_path / "m.safetensors", log=QUIET)
     np.testing.assert_array_equal(only["pred"], mot["pred"])
     # the fused model depends on the audio it is given
     other = fusion.fit_predict({**data, "test_audio": test_audio[::-1].copy()}, cfg, tmp_path / "f2.safetensors",

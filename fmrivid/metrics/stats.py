@@ -154,6 +154,26 @@ class PairCache:
         self.pair_fn = pair_fn
         self.cache = {}
 
+    def prefetch(self, perms, block=256):
+        """Compute, ``block`` pairs per ``pair_fn`` call, every pair the pairings ``perms`` need.
+
+        Fewer, larger calls than one per pairing (model batches stay full);
+        the values are the same, since each pair's value does not depend on
+        the pairs computed with it.
+        """
+        todo, seen = [], set()
+        for perm in perms:
+            for i, j in enumerate(np.asarray(perm, dtype=np.int64).tolist()):
+                if (i, j) not in self.cache and (i, j) not in seen:
+                    seen.add((i, j))
+                    todo.append((i, j))
+        for start in range(0, len(todo), int(block)):
+            part = todo[start:start + int(block)]
+            rec_idx = np.array([p[0] for p in part], dtype=np.int64)
+            gt_idx = np.array([p[1] for p in part], dtype=np.int64)
+            for key, v in zip(part, np.asarray(self.pair_fn(rec_idx, gt_idx), dtype=np.float64)):
+                self.cache[key] = float(v)
+
     def __call__(self, perm):
         """Per-clip values of reconstruction i against GT ``perm[i]``."""
         perm = np.asarray(perm, dtype=np.int64)

@@ -396,6 +396,10 @@ def _cached(cache, key, kind, loaded):
 
 # ----------------------------------------------------------------------------- chunks and partials
 
+#: (reconstruction, GT) pairs per call of a metric's pair function when filling a :class:`PairCache`
+#: (bounds the memory of the GT/reconstruction copies: 256 CC2017 clips of 6 x 256 x 256 x 3 uint8 = 0.3 GB).
+PAIR_BLOCK = 256
+
 #: ``format`` of a partial (one chunk's per-clip values, shuffled values and permutation nulls).
 PARTIAL_FORMAT = "fmrivid-eval-partial/1"
 
@@ -446,6 +450,8 @@ class ChunkCollector:
         entry = {"kind": "values", "metric": str(metric), "variant": str(variant), "greater": bool(greater),
                  "stat": str(stat), "values": values, "shuffled": None, "null": None, "identity": None}
         if values_under is not None and self.shuffle is not None:
+            if isinstance(values_under, PairCache):
+                values_under.prefetch([*self.perms, self.shuffle], block=PAIR_BLOCK)
             entry["null"] = np.stack([np.asarray(values_under(p), dtype=np.float64) for p in self.perms])
             entry["shuffled"] = np.asarray(values_under(self.shuffle), dtype=np.float64)
             if stat != "mean":

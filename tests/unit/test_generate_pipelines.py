@@ -339,3 +339,35 @@ def test_finetune_rejects_mismatched_training_data(tmp_path):
     with pytest.raises(ConfigError, match="mode"):
         finetune(loaded, lat, tok, {"mode": "full"}, tmp_path / "x", log=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_finetune_resumes_from_its_checkpoint_after_a_kill(tmp_path):
+    lat, tok = _train_data()
+    cfg = {"mode": "lora", "lora_rank": 2, "steps": 4, "batch_size": 2, "lr": 1e-2, "checkpoint_every": 2}
+
+    def killer(message):
+        if message.startswith("step 3/4"):
+            raise KeyboardInterrupt("killed after step 3 (last checkpoint: step 2)")
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(models.load("tiny", "text_to_video", seed=0), lat, tok, cfg, tmp_path / "a", seed=0, log=killer)
+    assert not (tmp_path / "a").exists() and (tmp_path / "a.ckpt" / "checkpoint.safetensors").exists()
+    lines = []
+    finetune(models.load("tiny", "text_to_video", seed=0), lat, tok, cfg, tmp_path / "a", seed=0, log=lines.append)
+    assert any("resuming from the checkpoint at step 2" in line for line in lines)
+    finetune(models.load("tiny", "text_to_video", seed=0), lat, tok, cfg, tmp_path / "b", seed=0, log=lambda m: None)
+    resumed = models.load(str(tmp_path / "a"), "text_to_video").model.unet.state_dict()
+    straight = models.load(str(tmp_path / "b"), "text_to_video").model.unet.state_dict()
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_reduced_precision_runs_with_a_float32_vae_when_asked(cond):
+    loaded = models.load("tiny", "text_to_video", seed=0)
+    cfg = dict(CFG, dtype="bfloat16", vae_upcast=True)
+    video = gp.generate(loaded, "text_to_video", _rows(cond, slice(0, 1)), IDS[:1], cfg, seed=0)
+    assert video.shape == (1, T, S, S, 3) and video.dtype == np.uint8
+    assert loaded.model.unet.dtype == torch.bfloat16 and loaded.model.vae.dtype == torch.float32
+    full = gp.generate(models.load("tiny", "text_to_video", seed=0), "text_to_video", _rows(cond, slice(0, 1)),
+                       IDS[:1], CFG, seed=0)
+    assert np.abs(video.astype(np.int16) - full.astype(np.int16)).mean() < 12  # same picture, rounded differently

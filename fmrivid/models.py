@@ -665,6 +665,14 @@ def _resolve(spec, kind, mk, seed, tiny_config):
         info["revision"] = f"{MINILM_DIST}=={importlib.metadata.version(MINILM_DIST)}"
         return model, tokenizer, processor, info
     local, _, local_sub = spec.partition("#")
+    if local == "tiny" and local_sub and kind != "text_to_video":
+        # A component of the tiny text-to-video generator ("tiny#vae": the generator's own VAE, same seed).
+        pipe, _, _, info = _load_tiny("text_to_video", KINDS["text_to_video"], seed, tiny_config)
+        part = getattr(pipe, local_sub, None)
+        if part is None or not isinstance(part, mk.model_class()):
+            raise ConfigError(f"model spec {spec!r} for kind {kind!r}: the tiny text_to_video pipeline has no "
+                              f"{kind} component {local_sub!r}")
+        return part, None, None, {**info, "resolved": spec}
     if Path(local).expanduser().is_dir():
         return _load_dir(kind, mk, local, local_sub or None)
     match = _HUB_SPEC.match(spec)

@@ -378,6 +378,8 @@ def run_decode(fmri_path, features_path, cfg, out_model, out_pred, log=print):
     sub = read_subject(fmri_path)
     # Rows of the training samples (possibly repeated presentations) -> their clip features.
     _, Y_train, attrs = read_features(features_path, sub["train_ids"])
+    feature_shape = tuple(int(v) for v in Y_train.shape[1:])  # token (L, D) / latent (C, h, w) rows: flattened
+    Y_train = Y_train.reshape(len(Y_train), -1)
     model = RidgeCV(alphas=cfg["alphas"], cv=cfg["cv"], device=resolve_device(cfg["device"], log))
     model.fit(sub["train_X"], Y_train)
     pred = model.predict(sub["test_X"])
@@ -385,6 +387,7 @@ def run_decode(fmri_path, features_path, cfg, out_model, out_pred, log=print):
     alphas, counts = np.unique(model.alpha_, return_counts=True)
     write_features(out_pred, sub["test_ids"], pred.astype(np.float32),
                    {"decoder": "ridge", "feature": attrs.get("kind", ""), "n_train": len(sub["train_ids"]),
+                    "feature_shape": json.dumps(feature_shape),
                     "alphas_chosen": json.dumps(dict(zip(map(float, alphas), map(int, counts))))})
     log(f"ridge: {sub['train_X'].shape} -> {Y_train.shape[1]} targets; alphas chosen "
         f"{dict(zip(map(float, alphas), map(int, counts)))}")
@@ -445,15 +448,23 @@ def chunk_rows(n_total, chunk, chunk_size):
 
 
 def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, chunk=0, n_total=None, shuffle=False,
-                 log=print):
+                 log=print, decoded=None, token_model=None, fmri_path=None, pipeline=None):
     """Videos of one chunk of test clips from their decoded features (lossless uint8, one row per clip).
 
     Chunk ``chunk`` holds the test clips ``[chunk * cfg['chunk_size'], ...)`` in the prediction file's order;
     ``n_total`` (the number of test clips the workflow planned) is checked against the file. With ``shuffle``
     the generator is fed the decoded features of other clips (one seeded derangement over all test clips):
     the control that shows generation follows the brain, not the generator's prior.
+
+    ``cfg['method'] == 'demo'`` uses ``pred_path`` (decoded caption embeddings), ``vae_dir`` and
+    ``diffusion_dir``; the diffusers methods dispatch to :func:`run_generate_diffusers` with ``decoded``,
+    ``token_model``, ``fmri_path`` and ``pipeline`` (``pred_path`` / ``vae_dir`` / ``diffusion_dir`` unused).
     """
     from fmrivid.errors import InputError
+
+    if cfg["method"] != "demo":
+        return run_generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chunk=chunk,
+                                      n_total=n_total, shuffle=shuffle, pipeline=pipeline, log=log)
     from fmrivid.generate import generate
     from fmrivid.metrics.stats import derangement
     from fmrivid.utils import clip_seed, resolve_device
@@ -476,6 +487,176 @@ def run_generate(pred_path, vae_dir, diffusion_dir, cfg, seed, out_path, chunk=0
                                           "shuffled_features": bool(shuffle),
                                           "seeds": json.dumps(seeds), "storage": "lossless uint8"})
     log(f"generated {video.shape}")
+
+
+#: Decoded inputs of each diffusers method -> keys of ``pipelines.generation_inputs``'s ``decoded``.
+DIFFUSERS_DECODED = {
+    "text_to_video": ("text_tokens",),
+    "structure_motion": ("text_tokens", "first_frame", "motion"),
+    "two_stage": ("text_tokens", "vae"),
+}
+
+
+def pipeline_vae_spec(model):
+    """The ``features.vae_model`` spec of a generator's own VAE: ``<generate.pipeline.model>#vae``."""
+    return f"{model}#vae"
+
+
+def check_generator_vae(generate_cfg, vae_model):
+    """Raise ConfigError when a diffusers generator would receive latents of another VAE.
+
+    Parameters
+    ----------
+    generate_cfg : dict
+        The ``generate`` section (``method``, ``pipeline.model``).
+    vae_model : str
+        ``features.vae_model``.
+
+    Notes
+    -----
+    Checked for every diffusers method (``text_to_video`` too: its fine-tuning reads
+    ``features/vae_frames.h5``, and the latents of the decoders it sits beside must be the generator's).
+    """
+    from fmrivid.errors import ConfigError
+
+    if generate_cfg["method"] == "demo":
+        return
+    model = generate_cfg.get("pipeline", {}).get("model", "tiny")
+    want = pipeline_vae_spec(model)
+    if str(vae_model) != want:
+        raise ConfigError(f"features.vae_model {vae_model!r} disagrees with generate.pipeline.model {model!r}: "
+                          f"generate.method {generate_cfg['method']!r} denoises the latents of its own VAE, so "
+                          f"features.vae_model must be {want!r}")
+
+
+def _decoded_rows(path, key, log):
+    """Decoded features of one kind: ids, rows and the per-row shape recorded by the decoder (or None)."""
+    ids, arr, attrs = read_features(path)
+    shape = attrs.get("feature_shape")
+    shape = tuple(json.loads(shape)) if shape else (tuple(arr.shape[1:]) if arr.ndim > 2 else None)
+    log(f"decoded {key}: {path} {arr.shape}" + (f" rows of {shape}" if shape else ""))
+    return [str(c) for c in ids], arr, shape
+
+
+def run_generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chunk=0, n_total=None,
+                           shuffle=False, pipeline=None, log=print):
+    """One chunk of test clips generated by the diffusers pipeline from decoded features.
+
+    Parameters
+    ----------
+    decoded : dict of str -> path
+        Prediction files of the test clips, keys of :data:`DIFFUSERS_DECODED` ``[cfg['method']]``
+        (``text_tokens``; ``first_frame`` + ``motion``; ``vae``), all with the same clip ids in the
+        same order.
+    token_model : path
+        The ridge model (safetensors) of ``text_tokens``: applied to the mean TRAINING fMRI for the
+        negative condition of guidance (``pipeline.negative: mean_train``).
+    fmri_path : path
+        The subject's ``fmri/sub-XX.h5`` (only its training rows are read).
+    cfg : dict
+        The ``generate`` section: ``method``, ``device``, ``chunk_size``, ``pipeline`` (keys of
+        ``fmrivid.generate.pipelines.DEFAULTS`` except ``method``).
+    seed : int
+    out_path : path
+        uint8 (N, T, H, W, 3), lossless, attrs like the demo generator's.
+    chunk, n_total, shuffle :
+        As :func:`run_generate`; the shuffled control applies ONE derangement of all test clips to
+        every decoded input (tokens and latents alike), so each clip gets all of another clip's features.
+    pipeline : path, optional
+        A fine-tuned ``save_pretrained`` pipeline; default ``cfg['pipeline']['model']``.
+    """
+    from fmrivid.decoders.ridge import RidgeCV
+    from fmrivid.errors import ConfigError
+    from fmrivid.generate import pipelines
+    from fmrivid.metrics.stats import derangement
+    from fmrivid.preprocess.pipeline import read_subject
+    from fmrivid.utils import clip_seed, resolve_device
+
+    method = cfg["method"]
+    if method not in DIFFUSERS_DECODED:
+        raise ConfigError(f"generate.method: expected 'demo' or one of {sorted(DIFFUSERS_DECODED)}; "
+                          f"found {method!r}")
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method=method)
+    need = DIFFUSERS_DECODED[method]
+    decoded = dict(decoded or {})
+    missing = [k for k in need if k not in decoded]
+    if missing:
+        raise InputError("decoded", f"prediction files for {list(need)} (generate.method {method!r})",
+                         f"keys {sorted(decoded)} (missing {missing})")
+    rows_by_key, ids, shapes = {}, None, {}
+    for key in need:
+        kid, arr, shape = _decoded_rows(decoded[key], key, log)
+        if ids is None:
+            ids = kid
+        elif kid != ids:
+            raise InputError(decoded[key], f"the test clips of {decoded[need[0]]} in the same order",
+                             f"{len(kid)} clips ({kid[:3]}...)")
+        rows_by_key[key], shapes[key] = arr, shape
+    if n_total is not None and len(ids) != int(n_total):
+        raise InputError(decoded[need[0]], f"{n_total} test clips (the number the workflow planned its chunks "
+                         f"for)", f"{len(ids)}")
+    if shuffle:
+        perm = derangement(len(ids), seed)
+        rows_by_key = {k: v[perm] for k, v in rows_by_key.items()}
+    rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
+    ids = ids[rows]
+    device = resolve_device(cfg["device"], log)
+    negative = None
+    if pcfg["negative"] == "mean_train" and float(pcfg["guidance_scale"]) > 1.0:
+        sub = read_subject(fmri_path)
+        ridge = RidgeCV.load(token_model)
+        negative = pipelines.mean_train_negative(ridge.predict, sub["train_X"])  # training rows only
+        log(f"negative: text_tokens decoded from the mean of {len(sub['train_X'])} training fMRI samples")
+    latent_shape = next((shapes[k][-3:] for k in need[1:] if shapes[k] and len(shapes[k]) >= 3), None)
+    inputs = pipelines.generation_inputs(method, {k: v[rows] for k, v in rows_by_key.items()}, negative=negative,
+                                         token_shape=shapes["text_tokens"], latent_shape=latent_shape)
+    spec = str(pipeline) if pipeline else pcfg["model"]
+    log(f"chunk {chunk}: {len(ids)} test clips ({ids[0]} .. {ids[-1]}) with {method} from {spec}"
+        f"{' with SHUFFLED features' if shuffle else ''}")
+    # Weights seed 0, as for every feature model (the tiny VAE of features.vae_model 'tiny#vae' is this one's).
+    loaded = pipelines.load_pipeline(spec, pcfg, seed=0, device=device)
+    video = pipelines.generate(loaded, method, inputs, ids, pcfg, seed, device=device, log=log)
+    seeds = [clip_seed(seed, c) for c in ids]
+    write_features(out_path, ids, video, {"method": method + ("_shuffled" if shuffle else ""),
+                                          "condition": "text_tokens", "chunk": int(chunk),
+                                          "shuffled_features": bool(shuffle), "generator": spec,
+                                          "seeds": json.dumps(seeds), "storage": "lossless uint8"})
+    log(f"generated {video.shape}")
+
+
+def run_finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out_dir, log=print):
+    """Fine-tune the diffusers generator on the TRAINING clips (latents + caption token embeddings).
+
+    Parameters
+    ----------
+    vae_frames_path : path
+        ``features/vae_frames.h5`` (scaled latents of every frame, from the generator's own VAE).
+    tokens_path : path
+        ``features/text_tokens.h5``.
+    splits_path : path
+        Only the ``train`` clips are read from either file.
+    cfg : dict
+        The ``generate`` section (``device``, ``pipeline.model``, ``finetune``).
+    out_dir : path
+        A ``save_pretrained`` pipeline folder (written atomically by ``finetune``).
+    """
+    from fmrivid.generate import pipelines
+    from fmrivid.generate.finetune import finetune
+    from fmrivid.utils import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, latents, _ = read_features(vae_frames_path, train)
+    _, tokens, _ = read_features(tokens_path, train)
+    if latents.ndim != 5 or tokens.ndim != 3:
+        raise InputError(vae_frames_path, "latents (N, T, C, h, w) and token embeddings (N, L, D) in "
+                         f"{tokens_path}", f"shapes {latents.shape} and {tokens.shape}")
+    device = resolve_device(cfg["device"], log)
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video", dtype="float32")
+    loaded = pipelines.load_pipeline(pcfg["model"], pcfg, seed=0, device=device)  # weights: as in generation
+    fcfg = {k: v for k, v in cfg.get("finetune", {}).items() if k != "enabled"}
+    log(f"fine-tuning {pcfg['model']} on {len(train)} training clips")
+    finetune(loaded, latents.astype(np.float32), tokens.astype(np.float32), fcfg, out_dir, seed=seed,
+             device=device, log=log)
 
 
 def run_merge_chunks(chunk_paths, pred_path, out_path, log=print):
@@ -785,10 +966,15 @@ def run_training_curves(dirs, out_path, log=print):
 
     curves = {}
     for name, d in dirs.items():
-        f = Path(d) / "losses.tsv"
+        f = Path(d) if str(d).endswith(".tsv") else Path(d) / "losses.tsv"  # a TSV, or a model folder
         if not f.exists():
             raise InputError(f, "a loss history written by the training rule", "no such file")
-        curves[name] = pd.read_csv(f, sep="\t")
+        table = pd.read_csv(f, sep="\t")
+        if "run" in table.columns:  # several runs in one file (fusion: fmri_only / audio; encoder: control)
+            for run, part in table.groupby("run", sort=True):
+                curves[f"{name} {run}"] = part.reset_index(drop=True)
+        else:
+            curves[name] = table
     loss_curves(curves, out_path)
 
 

@@ -57,11 +57,101 @@ rule train_demo_unet:
         "../workflow_scripts/train_demo_unet.py"
 
 
+# ----------------------------------------------------------------------------- diffusers generator
+# generate.method text_to_video / structure_motion / two_stage: the pipeline of generate.pipeline, conditioned on
+# ridge-decoded caption token embeddings (negative: the tokens decoded from the mean TRAINING fMRI), and for the
+# img2img methods on decoded latents of the generator's own VAE.
+import fmrivid.stages as _stages
+
+DIFFUSERS = METHOD != "demo"
+FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
+if DIFFUSERS:
+    try:
+        _stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
+    except fmrivid.errors.ConfigError as err:
+        raise WorkflowError(str(err))
+    if "text_tokens" not in DECODE_TARGETS:
+        raise WorkflowError(f"generate.method {METHOD!r} is conditioned on decoded caption token embeddings: "
+                            f"decode.targets must include 'text_tokens'; found {DECODE_TARGETS}")
+    if not FEATURES["tokens"]["enabled"]:
+        raise WorkflowError(f"generate.method {METHOD!r} needs features/text_tokens.h5: features.tokens.enabled "
+                            f"must be true; found false")
+
+
+def _decoded_latents(sub, kind):
+    """Decoded latents of the test clips: kind 'first' (first frame) or 'frames' (every frame)."""
+    neural = config["decode"]["neural"]
+    if kind == "first":
+        if "structure" in neural:
+            return res(f"predictions/structure/sub-{sub}_vae.h5")
+        target = "vae"
+    else:
+        for d in ("motion", "fusion"):
+            if d in neural:
+                return res(f"predictions/{d}/sub-{sub}_vae_frames.h5")
+        target = "vae_frames"
+    if target not in DECODE_TARGETS:
+        raise WorkflowError(f"generate.method {METHOD!r} needs decoded {target} latents: add {target!r} to "
+                            f"decode.targets (or {'structure' if kind == 'first' else 'motion'} to decode.neural); "
+                            f"found targets {DECODE_TARGETS}")
+    return res(f"predictions/ridge/sub-{sub}_{target}.h5")
+
+
+def generate_inputs(wildcards):
+    """Inputs of generate_chunk: the demo generator and decoded caption embeddings, or (diffusers methods) the
+    decoded token embeddings, their ridge model + the fMRI (mean-training-fMRI negative), decoded latents."""
+    sub = wildcards.sub
+    if not DIFFUSERS:
+        return {"pred": res(f"predictions/ridge/sub-{sub}_text.h5"), "vae": f"{GENERATOR}/vae",
+                "diffusion": f"{GENERATOR}/diffusion"}
+    files = {"text_tokens": res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
+             "token_model": res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
+             "fmri": res(f"fmri/sub-{sub}.h5")}
+    if METHOD == "structure_motion":
+        files.update(first_frame=_decoded_latents(sub, "first"), motion=_decoded_latents(sub, "frames"))
+    elif METHOD == "two_stage":
+        files.update(vae=_decoded_latents(sub, "first"))
+    if FINETUNE:
+        files["pipeline"] = f"{GENERATOR}/finetuned"
+    return files
+
+
+def recon_ids(wildcards):
+    """The prediction file whose clip ids (in order) the merged reconstructions must have."""
+    return res(f"predictions/ridge/sub-{wildcards.sub}_{'text_tokens' if DIFFUSERS else 'text'}.h5")
+
+
+rule finetune_generator:
+    input:
+        vae_frames=res("features/vae_frames.h5"),
+        tokens=res("features/text_tokens.h5"),
+        splits=res("splits.tsv"),
+    output:
+        directory(f"{GENERATOR}/finetuned"),
+    params:
+        cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
+        seed=config["seed"],
+        code=code_hash("generate", "decoders/train.py", "models.py", "extractor_kinds.py", "io", "stages.py"),
+    log:
+        log_path("finetune_generator"),
+    benchmark:
+        bench_path("finetune_generator")
+    group:
+        "generator"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem(16000),
+        runtime=240,
+        gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    script:
+        "../workflow_scripts/finetune_generator.py"
+
+
 rule generate_chunk:
     input:
-        pred=res("predictions/ridge/sub-{sub}_text.h5"),
-        vae=f"{GENERATOR}/vae",
-        diffusion=f"{GENERATOR}/diffusion",
+        unpack(generate_inputs),
     output:
         res("recon/{method}/sub-{sub}/chunk-{chunk}.h5"),
     wildcard_constraints:
@@ -72,7 +162,8 @@ rule generate_chunk:
         chunk=lambda wc: int(wc.chunk),
         n_total=N_TEST,
         shuffle=lambda wc: wc.method.endswith("_shuffled"),
-        code=code_hash("generate", "io", "metrics/stats.py"),
+        code=code_hash("generate", "io", "metrics/stats.py", "decoders/ridge.py", "models.py", "extractor_kinds.py",
+                       "preprocess/pipeline.py", "stages.py"),
     log:
         log_path("generate_{method}_sub-{sub}_chunk-{chunk}"),
     benchmark:
@@ -83,9 +174,9 @@ rule generate_chunk:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(6000),
-        runtime=60,
-        gpu=1,
+        mem_mb=mem(16000 if DIFFUSERS else 6000),
+        runtime=240 if DIFFUSERS else 60,
+        gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
     script:
         "../workflow_scripts/generate.py"
 
@@ -93,7 +184,7 @@ rule generate_chunk:
 rule merge_recon:
     input:
         chunks=expand(res("recon/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
-        pred=res("predictions/ridge/sub-{sub}_text.h5"),
+        pred=recon_ids,
     output:
         res("recon/{method}/sub-{sub}.h5"),
     params:

@@ -1,0 +1,58 @@
+"""The diffusers generator as workflow rules, on a copy of the tiny run: generate.method text_to_video with a
+tiny real TextToVideoSDPipeline (2 steps, 2 frames of 32x32), conditioned on ridge-decoded caption token
+embeddings (decode.targets includes text_tokens) with the mean-training-fMRI negative."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from fmrivid.io.h5 import read_features
+from test_workflow import smk
+
+pytestmark = pytest.mark.workflow
+
+PIPELINE = {"model": "tiny", "steps": 2, "num_frames": 2, "height": 32, "width": 32, "batch_size": 2,
+            "decode_slice": 0, "guidance_scale": 3.0}
+
+
+def generate_config(tmp_path, **generate):
+    cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    cfg["features"].update(vae_model="tiny#vae", tokens={"enabled": True, "model": "tiny"})
+    cfg["decode"]["targets"] = ["text", "image", "vae", "text_tokens"]
+    cfg["generate"] = {"method": "text_to_video", "chunk_size": 2, "shuffled_control": False,
+                       "pipeline": dict(PIPELINE), **generate}
+    path = tmp_path / "generate.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_text_to_video_generation_rules(tiny_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    config = generate_config(tmp_path)
+    smk(work, "results/recon/text_to_video/sub-01.h5", "--cores", "2", "--configfile", str(config))
+    res = work / "results"
+    ids, video, attrs = read_features(res / "recon/text_to_video/sub-01.h5")
+    test_ids, _, pattrs = read_features(res / "predictions/ridge/sub-01_text_tokens.h5")
+    assert ids == test_ids and attrs["method"] == "text_to_video" and attrs["chunks"] == 2
+    assert video.dtype == np.uint8 and video.shape == (len(test_ids), 2, 32, 32, 3)
+    assert video.std() > 0
+    tokens_ids, tokens, _ = read_features(res / "features/text_tokens.h5")
+    assert json.loads(pattrs["feature_shape"]) == list(tokens.shape[1:])  # ridge decoded flattened (L, D) rows
+    log = (res / "logs/generate_text_to_video_sub-01_chunk-000.log").read_text()
+    assert "mean of" in log and "training fMRI" in log  # the negative: decoded from the mean training fMRI
+
+
+def test_vae_model_must_be_the_generators(tmp_path):
+    config = generate_config(tmp_path, method="two_stage")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["features"]["vae_model"] = "generator"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", "results/recon/two_stage/sub-01.h5", "--configfile", str(config), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "features.vae_model" in out and "generate.pipeline.model" in out and "'tiny#vae'" in out

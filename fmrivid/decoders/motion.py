@@ -193,7 +193,7 @@ def _check_config(name, cfg, frame_shape):
 
 
 def fit_predict_motion(name, data, cfg, out_model, ckpt_dir, seed, device, log, make_fusion=None):
-    """Shared body of the motion and fusion decoders (``make_fusion(width, heads) -> module`` or None)."""
+    """Shared body of the motion and fusion decoders (``make_fusion(audio_shape, width, heads) -> module`` or None)."""
     X = nnutil.check_array(data, "train_X", ndim=2)
     Xt = nnutil.check_array(data, "test_X", ndim=2, dim=X.shape[1:])
     Y = nnutil.check_array(data, "train_Y", ndim=5)

@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup tests
 
 clean:
 	rm -rf results/* .snakemake

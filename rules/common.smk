@@ -138,6 +138,7 @@ def final_outputs():
         *EVALUATION_OUTPUTS,  # defined in rules/report.smk
         *PREPROCESS_OUTPUTS,  # defined in rules/preprocess.smk (surface projection when enabled)
         *optional_feature_outputs(),
+        *([res("report/decoder_curves.png")] if config["decode"]["neural"] else []),
     ]
 
 

@@ -5,11 +5,69 @@ EVAL_METHODS = _stages.eval_methods(config)
 COMPARE = _stages.compare_pair(config)
 
 
-rule evaluate:
+rule gt_cache:
     input:
-        recon=res("recon/{method}/sub-{sub}.h5"),
         frames=res("features/frames.h5"),
         splits=res("splits.tsv"),
+    output:
+        res("metrics/gt_cache.h5"),
+    params:
+        cfg=config["evaluate"],
+        image_model=config["features"]["image_model"],
+        seed=config["seed"],
+        code=code_hash("metrics", "io", "models.py", "features/embed.py"),
+    log:
+        log_path("gt_cache"),
+    benchmark:
+        bench_path("gt_cache")
+    group:
+        "stimuli"
+    conda:
+        "../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=60,
+    script:
+        "../workflow_scripts/gt_cache.py"
+
+
+rule evaluate_chunk:
+    input:
+        recon=res("recon/{method}/sub-{sub}/chunk-{chunk}.h5"),
+        order=res("predictions/ridge/sub-{sub}_text.h5"),  # the test clip order the chunks were cut from
+        frames=res("features/frames.h5"),
+        gt_cache=res("metrics/gt_cache.h5"),
+    output:
+        res("metrics/{method}/sub-{sub}/chunk-{chunk}.h5"),
+    wildcard_constraints:
+        chunk=r"\d+",
+    params:
+        chunk=lambda wc: int(wc.chunk),
+        chunk_size=CHUNK_SIZE,
+        cfg=config["evaluate"],
+        image_model=config["features"]["image_model"],
+        seed=config["seed"],
+        code=code_hash("metrics", "io", "models.py", "features/embed.py"),
+    log:
+        log_path("evaluate_{method}_sub-{sub}_chunk-{chunk}"),
+    benchmark:
+        bench_path("evaluate_{method}_sub-{sub}_chunk-{chunk}")
+    group:
+        "generate"
+    conda:
+        "../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(4000),
+        runtime=60,
+    script:
+        "../workflow_scripts/evaluate_chunk.py"
+
+
+rule evaluate:
+    input:
+        partials=expand(res("metrics/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
         pred=expand(res("predictions/ridge/sub-{{sub}}_{target}.h5"), target=DECODE_TARGETS),
         truth=expand(res("features/{target}.h5"), target=DECODE_TARGETS),
     output:
@@ -19,9 +77,8 @@ rule evaluate:
     params:
         targets=DECODE_TARGETS,
         cfg=config["evaluate"],
-        image_model=config["features"]["image_model"],
         seed=config["seed"],
-        code=code_hash("metrics", "io", "models.py", "features/embed.py"),
+        code=code_hash("metrics", "io"),
     log:
         log_path("evaluate_{method}_sub-{sub}"),
     benchmark:
@@ -71,6 +128,7 @@ rule metrics_table:
         tables=[
             *expand(res("metrics/{method}/sub-{sub}.tsv"), method=EVAL_METHODS, sub=SUBJECTS),
             res("metrics/brain.tsv"),
+            *decoder_tables(),  # rules/decode.smk: each neural decoder on its own target
         ],
         clips=expand(res("metrics/{method}/sub-{sub}_clips.tsv"), method=EVAL_METHODS, sub=SUBJECTS),
     output:
@@ -109,6 +167,7 @@ rule metrics_table:
         dataset=config["dataset"]["name"],
         method=EVAL_METHODS[0],
         code=code_hash("metrics", "report/tables.py", "report/published_cc2017.tsv"),
+        neural=config["decode"]["neural"],
     log:
         log_path("metrics_table"),
     benchmark:

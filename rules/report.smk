@@ -129,6 +129,33 @@ rule training_curves:
         "../workflow_scripts/training_curves.py"
 
 
+rule decoder_curves:
+    input:
+        unpack(decoder_losses),
+    output:
+        report(
+            res("report/decoder_curves.png"),
+            caption="report/decoder_curves.rst",
+            category="2. Training",
+        ),
+    params:
+        code=code_hash("report"),
+    log:
+        log_path("decoder_curves"),
+    benchmark:
+        bench_path("decoder_curves")
+    group:
+        "tables"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(1000),
+        runtime=5,
+    script:
+        "../workflow_scripts/decoder_curves.py"
+
+
 rule timelines:
     input:
         recon=expand(res("recon/{method}/sub-{{sub}}.h5"), method=EVAL_METHODS),

@@ -77,12 +77,40 @@ SMK_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONW
 def tiny_run(tmp_path_factory):
     """ONE local run of the whole DAG with config/test.yaml (2 cores), shared by every test that needs it.
 
-    Tests must not modify it (copy it first). Returns the working directory; outputs are under results/.
+    With pytest-xdist (`make test` runs two workers) the run is shared across workers too: the first
+    worker that asks makes it under a file lock, the others wait for it and reuse it. Tests must not modify
+    it (copy it first). Returns the working directory; outputs are under results/.
     """
-    work = tmp_path_factory.mktemp("tiny_run")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-           "--cores", "2", "--configfile", str(REPO / "config/test.yaml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=SMK_ENV, timeout=900)
-    if proc.returncode != 0:
-        raise AssertionError(f"tiny run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    work = root / "tiny_run_shared"
+    with FileLock(str(root / "tiny_run_shared.lock")):
+        if (work / "DONE").exists():
+            return work
+        if (work / "FAILED").exists():
+            raise AssertionError(f"tiny run failed (in another worker):\n{(work / 'FAILED').read_text()}")
+        work.mkdir(exist_ok=True)
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
+               "--cores", "2", "--configfile", str(REPO / "config/test.yaml")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=SMK_ENV, timeout=900)
+        if proc.returncode != 0:
+            msg = f"tiny run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+            (work / "FAILED").write_text(msg)
+            raise AssertionError(msg)
+        (work / "DONE").write_text("ok\n")
     return work
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns xdist_group marks into scheduling groups
+def pytest_collection_modifyitems(config, items):
+    """Scheduling for pytest-xdist's `--dist loadgroup` (`make test`): every test that reads the shared tiny
+    run goes to one worker (the largest group is handed out first, so that worker starts the run at once),
+    and the real-SLURM test to another, which runs its own DAG meanwhile; other tests fill in around them."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny"))
+        elif item.name == "test_slurm_run_equals_local_run":
+            item.add_marker(pytest.mark.xdist_group("slurm"))

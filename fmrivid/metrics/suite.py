@@ -810,7 +810,7 @@ def evaluate_videos(gt, rec, clip_ids, subject, method, cfg, seed, models=None, 
     return merge_partials([part], cfg, log=log)
 
 
-def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=print):
+def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=print, method=None):
     """Identification and retrieval metrics of decoded embeddings against the test clips' embeddings.
 
     Parameters
@@ -820,7 +820,9 @@ def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=prin
     clip_ids : list of str
     subject : str
     target : str
-        Feature name (text, image, ...): the method is ``ridge_<target>``.
+        Feature name (text, image, ...).
+    method : str, optional
+        Row label; default ``ridge_<target>``.
     cfg : dict
         The ``evaluate`` config section.
     seed : int
@@ -829,7 +831,7 @@ def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=prin
     -------
     rows, clips : list of dict
     """
-    col = _Collector(subject, f"ridge_{target}", clip_ids, seed, cfg["n_boot"], cfg["n_perm"], log)
+    col = _Collector(subject, method or f"ridge_{target}", clip_ids, seed, cfg["n_boot"], cfg["n_perm"], log)
     n = len(clip_ids)
     what = f"decoded {target} embedding vs the {n} test clips' {target} embeddings"
 

@@ -85,7 +85,7 @@ def _jobs_in(text):
     return jobs
 
 
-def test_slurm_run_equals_local_run(cluster, tiny_run, tmp_path):
+def test_slurm_run_equals_local_run(cluster, request, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     profile = slurm_profile(tmp_path / "profile")
@@ -119,7 +119,8 @@ def test_slurm_run_equals_local_run(cluster, tiny_run, tmp_path):
         ran.update({j for j in _jobs_in(log.read_text()) if j[0] != "all"})
     assert ran == expected, {"missing": expected - ran, "extra": ran - expected}
 
-    # Same results as the local run.
+    # Same results as the local run (asked for only now: under pytest-xdist another worker makes it meanwhile).
+    tiny_run = request.getfixturevalue("tiny_run")
     for table in ("tables/metrics.tsv", "tables/summary.tsv"):
         local = (tiny_run / "results" / table).read_bytes()
         remote = (work / "results" / table).read_bytes()
@@ -132,7 +133,7 @@ GROUPS = {
     "fmri": "one subject's preprocessing (preprocess, surface)",
     "subject": "one subject's decoders",
     "results": "one subject's steps after generation (merged chunks, metrics, figures)",
-    "generate": "one chunk of one subject's test clips (generation): jobs grow with chunks, not clips",
+    "generate": "one chunk of one subject's test clips (generation and its metrics): jobs grow with chunks, not clips",
     "tables": "the combined tables, figures and provenance",
 }
 PER_SUBJECT = {"fmri", "subject", "results", "generate"}
@@ -177,6 +178,7 @@ def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
     import fmrivid.stages
 
     base = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    base["generate"] = {**base["generate"], "chunk_size": 2}  # several chunks per subject and method
 
     def jobs(name, chunk_size=None, **simulate):
         cfg = {**base, "simulate": {**base["simulate"], **simulate}}
@@ -191,8 +193,8 @@ def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
     s, cs = full["simulate"], full["generate"]["chunk_size"]
     methods = len(fmrivid.stages.eval_methods(full))
     chunks = math.ceil(s["n_test_clips"] / cs)
-    assert chunks >= 2, "config/test.yaml should cut its test clips in several chunks"
-    per_subject = len(PER_SUBJECT - {"generate"}) + methods * chunks
+    assert chunks >= 2
+    per_subject = len(PER_SUBJECT - {"generate"}) + methods * chunks  # one job per chunk: generation + metrics
     twice = {"n_train_clips": 2 * s["n_train_clips"], "n_test_clips": 2 * s["n_test_clips"],
              "trials_per_run": 2 * s["trials_per_run"]}
     n = jobs("base")

@@ -79,3 +79,12 @@ def test_save_and_load_model(tmp_path):
     assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
     with pytest.raises(Exception, match="no such file"):
         train.load_state(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_of_other_data_values_is_ignored(tmp_path):
+    """Same shapes, config and seed but other values (e.g. re-preprocessed fMRI): no resume."""
+    X, Y = _problem()
+    train.fit(_model(), _loss, {"x": X, "y": Y}, CFG, tmp_path / "d", seed=0, log=lambda m: None)
+    msgs = []
+    train.fit(_model(), _loss, {"x": X + 1.0, "y": Y}, CFG, tmp_path / "d", seed=0, log=msgs.append)
+    assert any("another config" in m for m in msgs) and not any("resuming" in m for m in msgs)

@@ -678,7 +678,19 @@ def run_merge_chunks(chunk_paths, pred_path, out_path, log=print):
 
 
 # ----------------------------------------------------------------------------- evaluate
-def load_eval_models(cfg, image_model, seed, log=print):
+def run_train_demo_classifier(frames_path, captions_path, splits_path, cfg, seed, out_path, log=print):
+    """The demo's frame classifier (colour x shape from the captions), trained on the TRAINING clips only."""
+    from fmrivid.metrics import demo_classifier
+
+    train = clip_ids(read_splits(splits_path), "train")
+    caps = read_captions(captions_path).set_index("clip_id")
+    _, frames, _ = read_features(frames_path, train)
+    info = demo_classifier.train(frames, [str(caps.loc[c, "caption"]) for c in train], out_path, cfg, seed=seed,
+                                 log=log)
+    log(f"demo classifier: {len(train)} training clips -> {json.dumps(info, default=str)[:300]}")
+
+
+def load_eval_models(cfg, image_model, seed, log=print, classifier_path=None):
     """Models of the evaluation suite (CLIP, classifiers, LPIPS), each through fmrivid.models.load.
 
     Returns
@@ -698,6 +710,15 @@ def load_eval_models(cfg, image_model, seed, log=print):
              "video_classifier": cfg["video_classifier"]}
     for kind, spec in specs.items():
         if not spec:
+            continue
+        if kind == "image_classifier" and spec == "demo":  # trained in the workflow on the training clips
+            from fmrivid.metrics import demo_classifier
+
+            if classifier_path is None:
+                raise InputError("evaluate.frame_classifier", "the demo classifier's file (rule "
+                                 "train_demo_classifier)", "no path given")
+            loaded[kind] = demo_classifier.load(classifier_path)
+            info[kind] = loaded[kind].info
             continue
         loaded[kind] = models.load(spec, kind, seed=seed, device=device)
         info[kind] = loaded[kind].info
@@ -802,7 +823,7 @@ def run_metrics_table(paths, clip_paths, compare, dataset_name, main_method, out
         f"{table['variant'].nunique()} variants")
 
 
-def run_gt_cache(frames_path, splits_path, cfg, image_model, seed, out_path, log=print):
+def run_gt_cache(frames_path, splits_path, cfg, image_model, seed, out_path, log=print, classifier_path=None):
     """GT-side outputs of the video metrics for every test clip, once for all methods and subjects.
 
     Rows are the test clips of ``splits_path`` in sorted clip-id order (the
@@ -813,13 +834,13 @@ def run_gt_cache(frames_path, splits_path, cfg, image_model, seed, out_path, log
     ids = sorted(clip_ids(read_splits(splits_path), "test"))
     _, gt, attrs = read_features(frames_path, ids)
     suite.check_lossless(frames_path, attrs)
-    models, _ = load_eval_models(cfg, image_model, seed, log=log)
+    models, _ = load_eval_models(cfg, image_model, seed, log=log, classifier_path=classifier_path)
     log(f"GT cache: {len(ids)} test clips {gt.shape[1:]}")
     suite.gt_cache(gt, ids, models, cfg, out_path, log=log)
 
 
 def run_evaluate_chunk(recon_chunk_path, pred_path, frames_path, gt_cache_path, chunk, chunk_size, subject, method,
-                       cfg, seed, image_model, out_partial, log=print):
+                       cfg, seed, image_model, out_partial, log=print, classifier_path=None):
     """Video metrics of one chunk of reconstructions, as a partial for :func:`run_evaluate_merge`.
 
     ``pred_path`` is a prediction file of the subject (the one generation cut
@@ -842,7 +863,7 @@ def run_evaluate_chunk(recon_chunk_path, pred_path, frames_path, gt_cache_path, 
     cache = suite.read_gt_cache(gt_cache_path)
     _, gt_all, gt_attrs = read_features(frames_path, order)
     suite.check_lossless(frames_path, gt_attrs)
-    models, info = load_eval_models(cfg, image_model, seed, log=log)
+    models, info = load_eval_models(cfg, image_model, seed, log=log, classifier_path=classifier_path)
     log(f"sub-{subject} {method} chunk {chunk}: clips {rows.start}..{rows.stop - 1} of {len(order)} {rec.shape[1:]}")
     partial = suite.evaluate_videos_chunk(gt_all, cache, rec, np.arange(rows.start, rows.stop), len(order), order,
                                           subject, method, cfg, seed, models=models, log=log)

@@ -5,8 +5,42 @@ EVAL_METHODS = _stages.eval_methods(config)
 COMPARE = _stages.compare_pair(config)
 
 
+def classifier_input(wildcards):
+    """The demo classifier trained in the workflow, when evaluate.frame_classifier is 'demo'."""
+    return {"classifier": res("models/demo_classifier.safetensors")} \
+        if config["evaluate"]["frame_classifier"] == "demo" else {}
+
+
+rule train_demo_classifier:
+    input:
+        frames=res("features/frames.h5"),
+        captions=res("features/captions.tsv"),
+        splits=res("splits.tsv"),
+    output:
+        res("models/demo_classifier.safetensors"),
+    params:
+        cfg=config["evaluate"]["demo_classifier"],
+        seed=config["seed"],
+        code=code_hash("metrics/demo_classifier.py", "io"),
+    log:
+        log_path("train_demo_classifier"),
+    benchmark:
+        bench_path("train_demo_classifier")
+    group:
+        "stimuli"
+    conda:
+        "../envs/eval.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(2000),
+        runtime=20,
+    script:
+        "../workflow_scripts/train_demo_classifier.py"
+
+
 rule gt_cache:
     input:
+        unpack(classifier_input),
         frames=res("features/frames.h5"),
         splits=res("splits.tsv"),
     output:
@@ -34,6 +68,7 @@ rule gt_cache:
 
 rule evaluate_chunk:
     input:
+        unpack(classifier_input),
         recon=res("recon/{method}/sub-{sub}/chunk-{chunk}.h5"),
         order=res("predictions/ridge/sub-{sub}_text.h5"),  # the test clip order the chunks were cut from
         frames=res("features/frames.h5"),

@@ -873,7 +873,7 @@ def run_evaluate_chunk(recon_chunk_path, pred_path, frames_path, gt_cache_path, 
 
 
 def run_evaluate_merge(partials, pred_paths, truth_paths, targets, subject, method, cfg, seed, out_table, out_clips,
-                       out_models, log=print):
+                       out_models, log=print, chance_rows=True):
     """Merge the chunks' partials (exactly the unchunked video rows) and add the decoded-feature metrics.
 
     Writes what :func:`run_evaluate` writes: the long table, the per-clip table
@@ -890,6 +890,9 @@ def run_evaluate_merge(partials, pred_paths, truth_paths, targets, subject, meth
                              f"subject {found[0]}, method {found[1]}, seed {found[2]}")
     log(f"sub-{subject} {method}: merging {len(parts)} chunk(s)")
     rows, clips = suite.merge_partials(parts, cfg, log=log)
+    if not chance_rows:  # the shuffled-GT chance rows come with the first method only (one per metric and subject)
+        rows = [r for r in rows if r["method"] != suite.SHUFFLED]
+        clips = [c for c in clips if c["method"] != suite.SHUFFLED]
     for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
         pids, pred, _ = read_features(p_path)
         _, true, _ = read_features(t_path, pids)

@@ -110,7 +110,9 @@ rule evaluate:
         clips=res("metrics/{method}/sub-{sub}_clips.tsv"),
         models=res("metrics/{method}/sub-{sub}_models.json"),
     params:
-        targets=DECODE_TARGETS,
+        # decoded-feature metrics (ridge_<target> rows) do not depend on the generator: once, with the first method
+        targets=lambda wc: DECODE_TARGETS if wc.method == EVAL_METHODS[0] else [],
+        chance_rows=lambda wc: wc.method == EVAL_METHODS[0],
         cfg=config["evaluate"],
         seed=config["seed"],
         code=code_hash("metrics", "io"),

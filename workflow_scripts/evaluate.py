@@ -11,4 +11,4 @@ run_stage(stages.run_evaluate_merge, snakemake.log[0], snakemake.threads,
           truth_paths=list(snakemake.input.truth), targets=list(snakemake.params.targets),
           subject=snakemake.wildcards.sub, method=snakemake.wildcards.method, cfg=dict(snakemake.params.cfg),
           seed=snakemake.params.seed, out_table=snakemake.output.table, out_clips=snakemake.output.clips,
-          out_models=snakemake.output.models)
+          out_models=snakemake.output.models, chance_rows=snakemake.params.chance_rows)

@@ -88,8 +88,8 @@ def latent_rows(pred, true, clip_ids, subject, method, what, cfg, seed, start=0,
 
     col = _Collector(subject, method, clip_ids, seed, cfg["n_boot"], cfg["n_perm"], log)
     frames = f"frames {start + 1}..n, " if start else ""
-    col.add("latent_corr", f"Pearson r per clip between decoded and true {what} ({frames}flattened); "
-                           f"mean over test clips", under(np.arange(len(p))), under)
+    col.add("latent_corr", f"Pearson r per clip between decoded and true {what} ({frames}flattened; decoder "
+                           f"{method}); mean over test clips", under(np.arange(len(p))), under)
     return col.rows
 
 

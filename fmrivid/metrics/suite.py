@@ -833,7 +833,8 @@ def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=prin
     """
     col = _Collector(subject, method or f"ridge_{target}", clip_ids, seed, cfg["n_boot"], cfg["n_perm"], log)
     n = len(clip_ids)
-    what = f"decoded {target} embedding vs the {n} test clips' {target} embeddings"
+    by = f" ({method})" if method else ""  # other decoders' chance rows must not collide with ridge's
+    what = f"decoded {target} embedding{by} vs the {n} test clips' {target} embeddings"
 
     def two_way_under(perm):
         return semantic.two_way_ident(pred, true[perm])

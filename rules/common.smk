@@ -185,3 +185,98 @@ def optional_feature_outputs():
     elif FEATURES["audio"]["enabled"]:
         out.append(res("audio"))
     return out
+
+
+# ----------------------------------------------------------------------------- input functions of decode/generate/evaluate
+# (kept here: `snakemake --lint` wants functions apart from rules; they read globals set in those files)
+
+
+def _first_frame_pred(wildcards):
+    """Decoded first-frame latents for motion/fusion: the structure decoder's, else ridge's `vae`."""
+    if "structure" in config["decode"]["neural"]:
+        return res(f"predictions/structure/sub-{wildcards.sub}_vae.h5")
+    if "vae" in DECODE_TARGETS:
+        return res(f"predictions/ridge/sub-{wildcards.sub}_vae.h5")
+    raise WorkflowError("decode.neural has motion/fusion: they need decoded first-frame latents, from "
+                        "'structure' in decode.neural or 'vae' in decode.targets; found neither")
+
+
+def _decoded_text(wildcards):
+    return res(f"predictions/{'semantic' if 'semantic' in config['decode']['neural'] else 'ridge'}/"
+               f"sub-{wildcards.sub}_text.h5")
+
+
+def neural_inputs(wildcards):
+    d = wildcards.decoder
+    files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5")}
+    if d == "semantic":
+        files.update(text=res("features/text.h5"), video=res("features/image.h5"))
+    elif d == "structure":
+        files.update(vae=res("features/vae.h5"))
+    else:
+        files.update(vae_frames=res("features/vae_frames.h5"), first=_first_frame_pred(wildcards))
+        if d == "fusion":
+            files.update(audio=res("features/wav2vec.h5"), text=res("features/text.h5"),
+                         decoded_text=_decoded_text(wildcards))
+    return files
+
+
+def decoder_tables():
+    """metrics/decoders/<decoder>_sub-XX_<target>.tsv of every decoder in decode.neural."""
+    return [res(f"metrics/decoders/{d}_sub-{s}_{_dstage.TARGET[d]}.tsv")
+            for d in config["decode"]["neural"] for s in SUBJECTS]
+
+
+def decoder_losses(wildcards=None):
+    """Loss curves of every decoder in decode.neural (name -> TSV), for the report."""
+    return {f"{d} sub-{s}": res(f"models/{d}/sub-{s}_{_dstage.TARGET[d]}_losses.tsv")
+            for d in config["decode"]["neural"] for s in SUBJECTS}
+
+
+def _decoded_latents(sub, kind):
+    """Decoded latents of the test clips: kind 'first' (first frame) or 'frames' (every frame)."""
+    neural = config["decode"]["neural"]
+    if kind == "first":
+        if "structure" in neural:
+            return res(f"predictions/structure/sub-{sub}_vae.h5")
+        target = "vae"
+    else:
+        for d in ("motion", "fusion"):
+            if d in neural:
+                return res(f"predictions/{d}/sub-{sub}_vae_frames.h5")
+        target = "vae_frames"
+    if target not in DECODE_TARGETS:
+        raise WorkflowError(f"generate.method {METHOD!r} needs decoded {target} latents: add {target!r} to "
+                            f"decode.targets (or {'structure' if kind == 'first' else 'motion'} to decode.neural); "
+                            f"found targets {DECODE_TARGETS}")
+    return res(f"predictions/ridge/sub-{sub}_{target}.h5")
+
+
+def generate_inputs(wildcards):
+    """Inputs of generate_chunk: the demo generator and decoded caption embeddings, or (diffusers methods) the
+    decoded token embeddings, their ridge model + the fMRI (mean-training-fMRI negative), decoded latents."""
+    sub = wildcards.sub
+    if not DIFFUSERS:
+        return {"pred": res(f"predictions/ridge/sub-{sub}_text.h5"), "vae": f"{GENERATOR}/vae",
+                "diffusion": f"{GENERATOR}/diffusion"}
+    files = {"text_tokens": res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
+             "token_model": res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
+             "fmri": res(f"fmri/sub-{sub}.h5")}
+    if METHOD == "structure_motion":
+        files.update(first_frame=_decoded_latents(sub, "first"), motion=_decoded_latents(sub, "frames"))
+    elif METHOD == "two_stage":
+        files.update(vae=_decoded_latents(sub, "first"))
+    if FINETUNE:
+        files["pipeline"] = f"{GENERATOR}/finetuned"
+    return files
+
+
+def recon_ids(wildcards):
+    """The prediction file whose clip ids (in order) the merged reconstructions must have."""
+    return res(f"predictions/ridge/sub-{wildcards.sub}_{'text_tokens' if DIFFUSERS else 'text'}.h5")
+
+
+def classifier_input(wildcards):
+    """The demo classifier trained in the workflow, when evaluate.frame_classifier is 'demo'."""
+    return {"classifier": res("models/demo_classifier.safetensors")} \
+        if config["evaluate"]["frame_classifier"] == "demo" else {}

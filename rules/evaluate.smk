@@ -5,12 +5,6 @@ EVAL_METHODS = _stages.eval_methods(config)
 COMPARE = _stages.compare_pair(config)
 
 
-def classifier_input(wildcards):
-    """The demo classifier trained in the workflow, when evaluate.frame_classifier is 'demo'."""
-    return {"classifier": res("models/demo_classifier.safetensors")} \
-        if config["evaluate"]["frame_classifier"] == "demo" else {}
-
-
 rule train_demo_classifier:
     input:
         frames=res("features/frames.h5"),
@@ -102,6 +96,7 @@ rule evaluate_chunk:
 
 rule evaluate:
     input:
+        recon=res("recon/{method}/sub-{sub}.h5"),  # the merged chunks (read by the figures; keeps one results job)
         partials=expand(res("metrics/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
         pred=expand(res("predictions/ridge/sub-{{sub}}_{target}.h5"), target=DECODE_TARGETS),
         truth=expand(res("features/{target}.h5"), target=DECODE_TARGETS),

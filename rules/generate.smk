@@ -78,49 +78,6 @@ if DIFFUSERS:
                             f"must be true; found false")
 
 
-def _decoded_latents(sub, kind):
-    """Decoded latents of the test clips: kind 'first' (first frame) or 'frames' (every frame)."""
-    neural = config["decode"]["neural"]
-    if kind == "first":
-        if "structure" in neural:
-            return res(f"predictions/structure/sub-{sub}_vae.h5")
-        target = "vae"
-    else:
-        for d in ("motion", "fusion"):
-            if d in neural:
-                return res(f"predictions/{d}/sub-{sub}_vae_frames.h5")
-        target = "vae_frames"
-    if target not in DECODE_TARGETS:
-        raise WorkflowError(f"generate.method {METHOD!r} needs decoded {target} latents: add {target!r} to "
-                            f"decode.targets (or {'structure' if kind == 'first' else 'motion'} to decode.neural); "
-                            f"found targets {DECODE_TARGETS}")
-    return res(f"predictions/ridge/sub-{sub}_{target}.h5")
-
-
-def generate_inputs(wildcards):
-    """Inputs of generate_chunk: the demo generator and decoded caption embeddings, or (diffusers methods) the
-    decoded token embeddings, their ridge model + the fMRI (mean-training-fMRI negative), decoded latents."""
-    sub = wildcards.sub
-    if not DIFFUSERS:
-        return {"pred": res(f"predictions/ridge/sub-{sub}_text.h5"), "vae": f"{GENERATOR}/vae",
-                "diffusion": f"{GENERATOR}/diffusion"}
-    files = {"text_tokens": res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
-             "token_model": res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
-             "fmri": res(f"fmri/sub-{sub}.h5")}
-    if METHOD == "structure_motion":
-        files.update(first_frame=_decoded_latents(sub, "first"), motion=_decoded_latents(sub, "frames"))
-    elif METHOD == "two_stage":
-        files.update(vae=_decoded_latents(sub, "first"))
-    if FINETUNE:
-        files["pipeline"] = f"{GENERATOR}/finetuned"
-    return files
-
-
-def recon_ids(wildcards):
-    """The prediction file whose clip ids (in order) the merged reconstructions must have."""
-    return res(f"predictions/ridge/sub-{wildcards.sub}_{'text_tokens' if DIFFUSERS else 'text'}.h5")
-
-
 rule finetune_generator:
     input:
         vae_frames=res("features/vae_frames.h5"),
@@ -131,7 +88,7 @@ rule finetune_generator:
     params:
         cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
         seed=config["seed"],
-        code=code_hash("generate", "decoders/train.py", "models.py", "extractor_kinds.py", "io", "stages.py"),
+        code=code_hash("generate", "decoders/train.py", "models.py", "extractor_kinds.py", "io"),
     log:
         log_path("finetune_generator"),
     benchmark:
@@ -163,7 +120,7 @@ rule generate_chunk:
         n_total=N_TEST,
         shuffle=lambda wc: wc.method.endswith("_shuffled"),
         code=code_hash("generate", "io", "metrics/stats.py", "decoders/ridge.py", "models.py", "extractor_kinds.py",
-                       "preprocess/pipeline.py", "stages.py"),
+                       "preprocess/pipeline.py"),
     log:
         log_path("generate_{method}_sub-{sub}_chunk-{chunk}"),
     benchmark:

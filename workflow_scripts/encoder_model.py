@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
-from fmrivid.decoders import stage  # noqa: E402
+from fmrivid import decoder_stages as stage  # noqa: E402
 from fmrivid.utils import run_stage  # noqa: E402
 
 run_stage(stage.run_encoder, snakemake.log[0], snakemake.threads,

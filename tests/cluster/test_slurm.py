@@ -1,7 +1,7 @@
 """config/test.yaml through a real one-node SLURM cluster (the slurm profile template, --executor slurm).
 
 Checks that every job of the DAG ran inside a SLURM job submitted with sbatch, one per group job (short steps
-are grouped: a few global jobs plus three per subject and one per generation chunk, whatever the number of clips), and that the metric tables
+are grouped: a few global jobs plus two per subject and one per generation chunk, whatever the number of clips), and that the metric tables
 equal, byte for byte, those of the local run (the session's `tiny_run`).
 """
 
@@ -130,13 +130,13 @@ def test_slurm_run_equals_local_run(cluster, request, tmp_path):
 GROUPS = {
     "stimuli": "stimulus-side steps computed once for all clips (splits, frames, captions, audio, embeddings)",
     "generator": "training the generator and what reads only its models",
-    "fmri": "one subject's preprocessing (preprocess, surface)",
-    "subject": "one subject's decoders",
+    "fmri": "one subject's preprocessing (preprocess, surface) and decoders (ridge, neural, encoder)",
+    "align": "GLFA alignment with one subject held out (reads every subject's flat maps)",
     "results": "one subject's steps after generation (merged chunks, metrics, figures)",
     "generate": "one chunk of one subject's test clips (generation and its metrics): jobs grow with chunks, not clips",
     "tables": "the combined tables, figures and provenance",
 }
-PER_SUBJECT = {"fmri", "subject", "results", "generate"}
+PER_SUBJECT = {"fmri", "align", "results", "generate"}
 UNGROUPED = {"all"}  # no action: never submitted
 
 
@@ -170,7 +170,7 @@ def test_every_rule_joins_a_group():
 
 
 def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
-    """Dry runs: one more subject adds three cluster jobs (fmri, subject, results) plus one per generation chunk and method;
+    """Dry runs: one more subject adds two cluster jobs (fmri, results) plus one per generation chunk and method;
     twice the clips add none when the chunks are twice as large, and one job per new chunk otherwise."""
     import math
 
@@ -194,7 +194,8 @@ def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
     methods = len(fmrivid.stages.eval_methods(full))
     chunks = math.ceil(s["n_test_clips"] / cs)
     assert chunks >= 2
-    per_subject = len(PER_SUBJECT - {"generate"}) + methods * chunks  # one job per chunk: generation + metrics
+    assert not full["decode"]["neural"]  # no GLFA job in config/test.yaml
+    per_subject = len(PER_SUBJECT - {"generate", "align"}) + methods * chunks  # one job per chunk: generation + metrics
     twice = {"n_train_clips": 2 * s["n_train_clips"], "n_test_clips": 2 * s["n_test_clips"],
              "trials_per_run": 2 * s["trials_per_run"]}
     n = jobs("base")

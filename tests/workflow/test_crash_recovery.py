@@ -143,4 +143,4 @@ def test_memory_requests_grow_with_the_attempt():
         for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
             name = re.match(r"\s*rule (\w+):", block)
             if name and ("script:" in block or "shell:" in block):
-                assert re.search(r"mem_mb=mem\(\d+\)", block), f"{smk.name}: rule {name.group(1)}: mem_mb=mem(...)"
+                assert re.search(r"mem_mb=mem\(", block), f"{smk.name}: rule {name.group(1)}: mem_mb=mem(...)"

@@ -103,12 +103,13 @@ def test_editing_a_metrics_module_plans_only_metrics_and_report(tiny_run, tmp_pa
             shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, copy / part)
-    module = copy / "fmrivid/metrics/stats.py"
+    module = copy / "fmrivid/metrics/pixel.py"  # (stats.py also serves the generator's shuffled control)
     module.write_text(module.read_text() + "\n# a harmless edit: a comment is code, its hash changes\n")
 
     plan = planned(copy / "Snakefile", tiny_run, copy / "config/test.yaml")
     expected = descendants(copy / "Snakefile", tiny_run, copy / "config/test.yaml",
-                           ["evaluate", "brain_metrics", "metrics_table"])  # every rule that runs fmrivid.metrics
+                           ["gt_cache", "evaluate_chunk", "evaluate", "brain_metrics", "metrics_table",
+                            "train_demo_classifier"])  # every rule that runs fmrivid.metrics
     assert set(plan) == expected, {"planned": sorted(plan), "expected": sorted(expected)}
     assert {"evaluate", "metrics_table"} <= set(plan)
     assert not {"decode", "generate_chunk", "preprocess", "train_demo_unet"} & set(plan)

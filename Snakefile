@@ -11,6 +11,14 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 report: "rules/report/workflow.rst"
 
 
+# Wildcards never span folders: without this, recon/<m>/sub-01/chunk-000.h5 also matches recon/{method}/sub-{sub}.h5
+# (sub = "01/chunk-000") and planning explores those dead ends for every chunk.
+wildcard_constraints:
+    sub=r"[A-Za-z0-9]+",  # BIDS labels are alphanumeric
+    method=r"[^/]+",
+    chunk=r"\d+",
+
+
 include: "rules/common.smk"
 include: "rules/simulate.smk"
 include: "rules/preprocess.smk"

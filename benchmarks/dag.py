@@ -67,6 +67,8 @@ def build(root: Path, subjects: int, train: int, test: int, runs: int, task: str
 def config(root: Path, subs, run_ids, path: Path):
     cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
     cfg.pop("simulate", None)
+    # cluster-scale defaults, not the test/demo ones: chunks of the schema's default size, the shuffled control on
+    cfg["generate"] = {**cfg.get("generate", {}), "chunk_size": 100, "shuffled_control": True}
     cfg["dataset"] = {"name": "placeholder", "layout": "bids", "root": str(root), "simulate": False,
                       "task": "movie", "subjects": subs, "runs": run_ids, "tr": 2.0,
                       "stimuli_table": "stimuli/clips.tsv"}

@@ -736,7 +736,6 @@ def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subj
                  image_model, out_path, out_clips, out_models, log=print):
     """Every metric variant of one subject and method: long rows, per-clip rows, models used."""
     from fmrivid.metrics import suite
-    from fmrivid.metrics.table import write_clip_table, write_table
 
     ids, rec, rec_attrs = read_features(recon_path)
     _, gt, gt_attrs = read_features(frames_path, ids)
@@ -745,6 +744,16 @@ def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subj
     models, info = load_eval_models(cfg, image_model, seed, log=log)
     log(f"sub-{subject} {method}: {len(ids)} test clips {gt.shape[1:]}")
     rows, clips = suite.evaluate_videos(gt, rec, ids, subject, method, cfg, seed, models=models, log=log)
+    _finish_evaluation(rows, clips, info, targets, pred_paths, truth_paths, subject, cfg, seed, out_path, out_clips,
+                       out_models, log)
+
+
+def _finish_evaluation(rows, clips, models_info, targets, pred_paths, truth_paths, subject, cfg, seed, out_table,
+                       out_clips, out_models, log):
+    """Add the decoded-feature metrics to the video rows and write the table, per-clip rows and models used."""
+    from fmrivid.metrics import suite
+    from fmrivid.metrics.table import write_clip_table, write_table
+
     for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
         pids, pred, _ = read_features(p_path)
         _, true, _ = read_features(t_path, pids)
@@ -752,9 +761,9 @@ def run_evaluate(recon_path, frames_path, pred_paths, truth_paths, targets, subj
         rows += r
         clips += c
     write_clip_table(clips, out_clips)
-    write_table(rows, out_path)
+    write_table(rows, out_table)
     with atomic_path(out_models) as tmp:
-        tmp.write_text(json.dumps(info, indent=1, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(models_info, indent=1, sort_keys=True, default=str) + "\n")
 
 
 def run_brain_metrics(fmri_paths, subjects, features_path, decode_cfg, cfg, seed, out_path, log=print):
@@ -880,7 +889,6 @@ def run_evaluate_merge(partials, pred_paths, truth_paths, targets, subject, meth
     and the models used (from the partials).
     """
     from fmrivid.metrics import suite
-    from fmrivid.metrics.table import write_clip_table, write_table
 
     parts = [suite.read_partial(p) for p in partials]
     for part in parts:
@@ -893,16 +901,8 @@ def run_evaluate_merge(partials, pred_paths, truth_paths, targets, subject, meth
     if not chance_rows:  # the shuffled-GT chance rows come with the first method only (one per metric and subject)
         rows = [r for r in rows if r["method"] != suite.SHUFFLED]
         clips = [c for c in clips if c["method"] != suite.SHUFFLED]
-    for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
-        pids, pred, _ = read_features(p_path)
-        _, true, _ = read_features(t_path, pids)
-        r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log)
-        rows += r
-        clips += c
-    write_clip_table(clips, out_clips)
-    write_table(rows, out_table)
-    with atomic_path(out_models) as tmp:
-        tmp.write_text(json.dumps(parts[0]["models"], indent=1, sort_keys=True, default=str) + "\n")
+    _finish_evaluation(rows, clips, parts[0]["models"], targets, pred_paths, truth_paths, subject, cfg, seed,
+                       out_table, out_clips, out_models, log)
 
 
 # ----------------------------------------------------------------------------- report

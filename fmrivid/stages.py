@@ -659,8 +659,13 @@ def run_finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed,
              device=device, log=log)
 
 
-def run_merge_chunks(chunk_paths, pred_path, out_path, log=print):
-    """Concatenate chunk files (in chunk order) into one file; their clip ids must equal the prediction file's."""
+def run_merge_chunks(chunk_paths, pred_path, out_path, log=print, mp4_dir=None, fps=4):
+    """Concatenate chunk files (in chunk order) into one file; their clip ids must equal the prediction file's.
+
+    The merged HDF5 is the lossless array the metrics read. With ``mp4_dir`` every clip is also written as
+    ``<mp4_dir>/<clip_id>.mp4`` (H.264, ``fps`` frames per second) for viewing; the folder appears whole or
+    not at all.
+    """
     want, _, _ = read_features(pred_path)
     ids, parts, seeds, attrs = [], [], [], {}
     for path in chunk_paths:
@@ -673,8 +678,43 @@ def run_merge_chunks(chunk_paths, pred_path, out_path, log=print):
                          f"{len(ids)} clips ({ids[:3]}...)")
     attrs = {k: v for k, v in attrs.items() if k != "chunk"}
     attrs.update({"seeds": json.dumps(seeds), "chunks": len(chunk_paths)})
-    write_features(out_path, ids, np.concatenate(parts), attrs)
+    videos = np.concatenate(parts)
+    if mp4_dir is not None:
+        write_clip_mp4s(mp4_dir, ids, videos, fps, log=log)
+    write_features(out_path, ids, videos, attrs)
     log(f"merged {len(chunk_paths)} chunk(s): {len(ids)} clips")
+
+
+def write_clip_mp4s(out_dir, ids, videos, fps, log=print):
+    """One H.264 MP4 per clip, ``<out_dir>/<clip_id>.mp4``, written into a temporary folder renamed at the end.
+
+    Parameters
+    ----------
+    videos : ndarray, shape (N, T, H, W, 3)
+        uint8 frames, or floats in [0, 1]; odd sizes are padded by one edge row/column (H.264 needs even sides).
+    """
+    import re
+
+    from fmrivid.io.video import write_mp4
+
+    videos = np.asarray(videos)
+    if videos.ndim != 5 or videos.shape[-1] != 3:
+        raise InputError("reconstructions", "clips of shape (N, T, H, W, 3)", f"shape {videos.shape}")
+    if videos.dtype != np.uint8:
+        videos = np.clip(np.rint(videos.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    pad_h, pad_w = videos.shape[2] % 2, videos.shape[3] % 2
+    if pad_h or pad_w:
+        videos = np.pad(videos, ((0, 0), (0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    names = [re.sub(r"[^A-Za-z0-9._-]", "_", str(c)) for c in ids]
+    if len(set(names)) != len(names):
+        raise InputError("clip ids", "ids that stay distinct as file names", f"collisions in {names[:5]}...")
+    with atomic_path(out_dir, suffix_keep=False) as tmp:
+        tmp.mkdir(parents=True)
+        for i, (name, clip) in enumerate(zip(names, videos)):
+            write_mp4(tmp / f"{name}.mp4", clip, float(fps))
+            if (i + 1) % 100 == 0:
+                log(f"  {i + 1}/{len(names)} MP4s written")
+    log(f"{len(names)} per-clip MP4s in {out_dir}")
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -143,8 +143,10 @@ rule merge_recon:
         chunks=expand(res("recon/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
         pred=recon_ids,
     output:
-        res("recon/{method}/sub-{sub}.h5"),
+        recon=res("recon/{method}/sub-{sub}.h5"),  # the lossless array the metrics read
+        mp4=directory(res("videos/{method}/sub-{sub}")),  # one H.264 MP4 per clip, for viewing
     params:
+        fps=config["report"]["preview_fps"],
         code=code_hash("io"),
     log:
         log_path("merge_recon_{method}_sub-{sub}"),

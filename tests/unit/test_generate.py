@@ -376,13 +376,22 @@ def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tm
         return out
 
     parts = [gen(tmp_path / f"c{k}.h5", k, 2) for k in range(3)]  # 2 + 2 + 1 clips
-    stages.run_merge_chunks(parts, pred, tmp_path / "merged.h5", log=_quiet)
+    stages.run_merge_chunks(parts, pred, tmp_path / "merged.h5", log=_quiet, mp4_dir=tmp_path / "mp4", fps=4)
     whole = gen(tmp_path / "whole.h5", 0, 5)
     m_ids, merged, attrs = read_features(tmp_path / "merged.h5")
     w_ids, single, w_attrs = read_features(whole)
     assert list(m_ids) == ids == list(w_ids)
     assert np.array_equal(merged, single)
     assert attrs["seeds"] == w_attrs["seeds"]
+    from fmrivid.io.video import read_video
+
+    assert sorted(p.name for p in (tmp_path / "mp4").iterdir()) == [f"{c}.mp4" for c in ids]
+    for k in (0, 4):
+        frames, fps = read_video(tmp_path / "mp4" / f"{ids[k]}.mp4")
+        assert fps == 4 and frames.shape == merged[k].shape
+        err = np.abs(frames.astype(float) - merged[k].astype(float)).mean()
+        other = np.abs(frames.astype(float) - merged[(k + 1) % 5].astype(float)).mean()
+        assert err < 8 and err < other, (err, other)  # each MP4 is its own clip
 
     shuf = read_features(gen(tmp_path / "shuf.h5", 0, 5, shuffle=True))[1]
     assert not np.array_equal(shuf, single)
@@ -402,5 +411,6 @@ def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tm
     with pytest.raises(ConfigError, match="chunk 3 does not exist"):
         gen(tmp_path / "y.h5", 3, 2)
     with pytest.raises(InputError, match="in order"):
-        stages.run_merge_chunks(parts[::-1], pred, tmp_path / "bad.h5", log=_quiet)
+        stages.run_merge_chunks(parts[::-1], pred, tmp_path / "bad.h5", log=_quiet, mp4_dir=tmp_path / "bad_mp4")
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "bad.h5").exists()
+    assert not (tmp_path / "bad_mp4").exists()

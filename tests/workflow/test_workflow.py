@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -65,6 +66,18 @@ def test_tiny_run_produces_every_output(tiny_run):
                 "report/provenance.yaml", "report/sub-01_grid.png", "report/sub-02_preview.mp4",
                 "qc/sub-01_selection.png", "fmri/sub-02.h5", "features/frames.h5"]:
         assert (res / rel).stat().st_size > 0, rel
+    # One viewable MP4 per test clip next to the lossless array the metrics read, each the same clip.
+    from fmrivid.io.h5 import read_features
+    from fmrivid.io.video import read_video
+
+    for sub in ("01", "02"):
+        ids, recon, _ = read_features(res / f"recon/demo/sub-{sub}.h5")
+        mp4s = sorted((res / f"videos/demo/sub-{sub}").glob("*.mp4"))
+        assert [p.stem for p in mp4s] == sorted(ids)
+        frames, _ = read_video(mp4s[0])
+        want = recon[ids.index(mp4s[0].stem)]
+        assert frames.shape == want.shape
+        assert np.abs(frames.astype(float) - want.astype(float)).mean() < 8  # H.264 at crf 10: near lossless
     # Every rule left a log and a benchmark file.
     assert len(list((res / "logs").glob("*.log"))) >= 17
     table = pd.read_csv(res / "tables/metrics.tsv", sep="\t", dtype={"subject": str})

@@ -9,10 +9,12 @@ CONFIG ?= config/config.yaml
 
 .PHONY: install demo report test dry-run lint clean
 
+# --no-compile: modules are byte-compiled when first imported, not all ~20k files of the wheels up front
+# (the install takes ~1 min instead of ~2 from the local wheels).
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed

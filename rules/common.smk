@@ -125,6 +125,16 @@ def mem(base_mb):
     return lambda wildcards, attempt: base_mb * attempt
 
 
+def gt_mem_mb():
+    """Base memory of the metric rules that hold the ground-truth side of every test clip (gt_cache, evaluate_chunk).
+
+    Frames (uint8) plus float64 hue and flow fields: ~24 bytes per test pixel, + 2 GB for the models; at least
+    4 GB. CC2017 (1,200 test clips x 6 frames x 256^2) asks ~13 GB; the demo 4 GB.
+    """
+    pixels = N_TEST * int(config["features"]["n_frames"]) * int(config["features"]["size"]) ** 2
+    return max(4000, 2000 + -(-pixels * 24 // 10**6))
+
+
 def final_outputs():
     return [
         res("tables/metrics.tsv"),

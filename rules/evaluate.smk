@@ -54,7 +54,7 @@ rule gt_cache:
         "../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=mem(4000),
+        mem_mb=mem(gt_mem_mb()),  # grows with the test set (see gt_mem_mb)
         runtime=60,
     script:
         "../workflow_scripts/gt_cache.py"
@@ -88,7 +88,7 @@ rule evaluate_chunk:
         "../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=mem(4000),
+        mem_mb=mem(gt_mem_mb()),  # grows with the test set (see gt_mem_mb)
         runtime=60,
     script:
         "../workflow_scripts/evaluate_chunk.py"

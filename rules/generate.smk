@@ -10,7 +10,7 @@ rule train_demo_vae:
     params:
         cfg={k: config["generate"][k] for k in ("device", "vae")},  # sampling settings do not retrain it
         seed=config["seed"],
-        code=code_hash("generate", "io"),
+        code=code_hash("generate/__init__.py", "generate/demo.py", "io"),  # not pipelines.py / finetune.py
     log:
         log_path("train_demo_vae"),
     benchmark:
@@ -39,7 +39,7 @@ rule train_demo_unet:
     params:
         cfg={k: config["generate"][k] for k in ("device", "unet")},
         seed=config["seed"],
-        code=code_hash("generate", "io"),
+        code=code_hash("generate/__init__.py", "generate/demo.py", "io"),
     log:
         log_path("train_demo_unet"),
     benchmark:

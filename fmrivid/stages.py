@@ -690,21 +690,17 @@ def write_clip_mp4s(out_dir, ids, videos, fps, log=print):
 
     Parameters
     ----------
-    videos : ndarray, shape (N, T, H, W, 3)
-        uint8 frames, or floats in [0, 1]; odd sizes are padded by one edge row/column (H.264 needs even sides).
+    videos : ndarray, uint8, shape (N, T, H, W, 3)
+        The lossless reconstructions (odd sizes are padded by :func:`fmrivid.io.video.write_mp4`).
     """
     import re
 
     from fmrivid.io.video import write_mp4
 
     videos = np.asarray(videos)
-    if videos.ndim != 5 or videos.shape[-1] != 3:
-        raise InputError("reconstructions", "clips of shape (N, T, H, W, 3)", f"shape {videos.shape}")
-    if videos.dtype != np.uint8:
-        videos = np.clip(np.rint(videos.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-    pad_h, pad_w = videos.shape[2] % 2, videos.shape[3] % 2
-    if pad_h or pad_w:
-        videos = np.pad(videos, ((0, 0), (0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
+        raise InputError("reconstructions", "uint8 clips of shape (N, T, H, W, 3)",
+                         f"{videos.dtype} of shape {videos.shape}")
     names = [re.sub(r"[^A-Za-z0-9._-]", "_", str(c)) for c in ids]
     if len(set(names)) != len(names):
         raise InputError("clip ids", "ids that stay distinct as file names", f"collisions in {names[:5]}...")

@@ -363,6 +363,7 @@ def _kfold_scores_dual(solver, Yc, folds, alphas, scoring, fit_intercept):
     Q = solver.basis
     n = Q.shape[0]
     index = [torch.as_tensor(val, device=Q.device) for val in folds]
+    y_folds = [Yc.index_select(0, va) for va in index]  # held-out targets, gathered once for every alpha
     total = Yc.new_zeros((alphas.shape[0], Yc.shape[1]))
     for i in range(alphas.shape[0]):
         inv = solver.inv_diag(alphas[i])
@@ -374,9 +375,9 @@ def _kfold_scores_dual(solver, Yc, folds, alphas, scoring, fit_intercept):
             factors.append(torch.linalg.lu_factor(block))
         for cols in _column_chunks(n, Yc.shape[1]):
             dual = Q @ (inv[:, None] * solver.proj[:, cols])  # G^-1 yc
-            for va, (lu, piv) in zip(index, factors):
+            for va, y_val, (lu, piv) in zip(index, y_folds, factors):
                 err = torch.linalg.lu_solve(lu, piv, dual.index_select(0, va))
-                y = Yc.index_select(0, va)[:, cols]
+                y = y_val[:, cols]
                 total[i, cols] += _scores(y, y - err, err, scoring)
     return total / len(folds)
 

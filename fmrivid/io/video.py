@@ -41,11 +41,14 @@ def read_video(path):
 def write_mp4(path, frames, fps):
     """Write uint8 frames (T, H, W, 3) to an H.264 MP4 atomically.
 
-    Sizes are used as given; H.264 needs even sides, so callers use even sizes.
+    H.264 needs even sides: an odd height or width is padded by repeating the last row or column (callers
+    that want another border, such as the white one of the previews, pad before).
     """
     frames = np.asarray(frames, dtype=np.uint8)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"write_mp4({path}): frames must be (T, H, W, 3), got {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
     with atomic_path(path) as tmp:
         writer = imageio.get_writer(
             str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=None,

@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-CONFIG ?= config/config.yaml
+CONFIG ?= config/demo.yaml
 
 .PHONY: install demo report test dry-run lint clean
 

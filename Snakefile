@@ -1,12 +1,11 @@
 # fmrivid: from raw fMRI to reconstructed videos and a report bundle, as one DAG.
-# Usage (see README.md):  snakemake --cores 2 [--configfile config/my.yaml] [target]
+# Usage (see README.md):  snakemake --cores 2 --configfile PRESET.yaml [MORE.yaml ...] [target]
+# A run reads the schema defaults (config/schema/config.schema.yaml: real-data settings) + the --configfile files,
+# later files overriding earlier ones (a dataset preset, a recipe, your own). No --configfile: the demo preset
+# (config/demo.yaml). There is no `configfile:` directive on purpose: it would be the base of every run.
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: f"{workflow.basedir}/config/config.yaml"
-
 
 report: "rules/report/workflow.rst"
 

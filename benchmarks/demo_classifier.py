@@ -9,7 +9,7 @@ in the features of a frame:
   baseline  the frame area-resized to 8 x 8, RGB (192 values): "downsampled RGB"
 
 For several seeded draws of the demo geometry (48 training + 12 test clips, 64 x 64, 8 frames, as
-config/config.yaml), it reports the frame accuracy on the held-out test clips whose class occurs in training,
+config/demo.yaml), it reports the frame accuracy on the held-out test clips whose class occurs in training,
 crisp and degraded like a generator's output (Gaussian blur sigma 2 px, fade 0.3, noise SD 15), and the
 training time. With --recon it also trains both on results/features/frames.h5 (training clips) and reports
 the frame-level N-way top-1 (n_gt 1, N=5) of results/recon/demo/sub-*.h5 against the shuffled-GT control.

@@ -58,21 +58,25 @@ def run_simulate(root, params, log=print):
 # ----------------------------------------------------------------------------- preprocess
 def run_preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h5, out_qc, log=print,
                    out_tsnr=None, out_lag_tsv=None, out_lag_png=None, out_selection_tsv=None, truth_dir=None,
-                   layout="bids", lag_features=None):
+                   layout="bids", lag_features=None, confounds=None):
     """Preprocess one subject and write its HDF5 and QC outputs.
 
     ``layout`` 'bids': ``bold``/``sidecar``/``events`` are per-run lists; 'cc2017': ``bold``
     lists the runs' files, ``runs`` their labels ``<seg>_<rep>`` and sidecar/events are empty.
+    ``runs`` may instead be the workflow's run records (dicts, :func:`fmrivid.io.layouts.runs`), which name
+    every run's files themselves (the file lists and ``confounds`` are then the rule's inputs only).
     ``truth_dir`` (simulated demo only) holds the ground truth the QC table compares with.
     """
     import json as _json
 
-    from fmrivid.preprocess.pipeline import cc2017_inputs, preprocess_subject, write_subject
+    from fmrivid.preprocess.pipeline import cc2017_inputs, from_records, preprocess_subject, write_subject
     from fmrivid.preprocess import qc
 
     splits = read_splits(splits_path)
     split_of = dict(zip(splits["clip_id"], splits["split"]))
-    if layout == "cc2017":
+    if runs and isinstance(runs[0], dict):
+        run_list = from_records(subject, runs)
+    elif layout == "cc2017":
         run_list = cc2017_inputs(subject, bold, runs)
     else:
         from fmrivid.io.bids import Run
@@ -1062,8 +1066,11 @@ PROVENANCE_PACKAGES = ["torch", "torchvision", "diffusers", "transformers", "sna
 
 
 def run_provenance(config, input_files, feature_files, out_path, eval_model_files=(), out_html=None,
-                   log=print):
-    """Write config, versions, commit, model ids, seeds and input checksums as YAML."""
+                   log=print, config_files=()):
+    """Write config, versions, commit, model ids, seeds and input checksums as YAML.
+
+    ``config`` is the effective config (schema defaults + ``config_files`` in order, validated).
+    """
     versions = {}
     for pkg in PROVENANCE_PACKAGES:
         try:
@@ -1086,6 +1093,7 @@ def run_provenance(config, input_files, feature_files, out_path, eval_model_file
         "seed": config.get("seed"),
         "models": models,
         "input_sha256": {str(p): _sha256(p) for p in input_files},
+        "config_files": [str(f) for f in config_files],  # the layers, in order, over the schema defaults
         "config": config,
     }
     with atomic_path(out_path) as tmp:

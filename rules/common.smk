@@ -8,8 +8,16 @@ from snakemake.exceptions import WorkflowError
 
 import fmrivid.config
 import fmrivid.errors
-from fmrivid.io import bids
+from fmrivid.io import bids, layouts
 from fmrivid.utils import code_hash
+
+CONFIG_FILES = [str(Path(f)) for f in (workflow.overwrite_configfiles or [])]
+if not config and not CONFIG_FILES:  # bare `snakemake`: the demo preset, said out loud
+    import yaml as _yaml
+
+    CONFIG_FILES = [str(Path(workflow.basedir) / "config/demo.yaml")]
+    print(f"fmrivid: no --configfile given: running the demo preset ({CONFIG_FILES[0]})", file=sys.stderr)
+    config.update(_yaml.safe_load(open(CONFIG_FILES[0])))
 
 try:
     _validated = fmrivid.config.validate(
@@ -45,29 +53,21 @@ if SIMULATE:
     TR = float(_plan["tr"])
     STIMULUS_FILES = [f"{ROOT}/stimuli/{c}.mp4" for c in _plan["clip_ids"]]
 else:
-    SUBJECTS = [str(s) for s in DATASET["subjects"]]
-    RUNS = [str(r) for r in DATASET["runs"]]
-    if DATASET["layout"] == "cc2017":  # runs are <seg>_<rep>, from the dataset.cc2017 section
-        from fmrivid.io import cc2017
-
-        RUNS = cc2017.run_labels(DATASET["cc2017"])
+    if not ROOT:
+        raise WorkflowError("config key 'dataset.root': expected the folder holding your dataset (dataset.simulate "
+                            f"is false); found it unset in {CONFIG_FILES or 'the --config values'}. Start from a "
+                            "preset: --configfile config/bids.yaml (edit dataset), or config/demo.yaml for the demo")
     TASK = DATASET["task"]
     TR = float(DATASET["tr"])
-    if not SUBJECTS or not RUNS:
-        raise WorkflowError("config key 'dataset.subjects' / 'dataset.runs': expected non-empty lists "
-                            "when dataset.simulate is false; found "
-                            f"subjects={SUBJECTS!r}, runs={RUNS!r}")
-    try:
-        for _s in SUBJECTS:
-            if DATASET["layout"] == "cc2017":
-                cc2017.list_runs(ROOT, _s, DATASET["cc2017"])
-            else:
-                bids.check_runs_exist([bids.run_paths(ROOT, _s, TASK, _r) for _r in RUNS])
-        _table_path = Path(ROOT) / DATASET["stimuli_table"]
-        _table = bids.read_stimulus_table(_table_path, require_captions=False)
+    try:  # file names and small TSVs only: which runs, which clips
+        SUBJECTS = layouts.subjects(DATASET)
+        RUN_RECORDS = {_s: layouts.runs(DATASET, _s) for _s in SUBJECTS}
+        TABLE_FROM_RULE = layouts.table_from_rule(DATASET)
+        _table = layouts.stimulus_table(DATASET)
     except fmrivid.errors.FmrividError as err:
         raise WorkflowError(str(err))
-    STIMULUS_FILES = [str(_table_path.parent / f) for f in _table["file"]]
+    RUNS = sorted({_r["label"] for _recs in RUN_RECORDS.values() for _r in _recs})
+    STIMULUS_FILES = sorted(set(_table["file"]))
 
 if SIMULATE:
     N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
@@ -76,35 +76,36 @@ else:
 CHUNK_SIZE = int(config["generate"]["chunk_size"])
 CHUNKS = [f"{k:03d}" for k in range(max(1, -(-N_TEST // CHUNK_SIZE)))]  # generation/metrics jobs per subject
 
-STIMULUS_TABLE = f"{ROOT}/{DATASET['stimuli_table']}"
+if SIMULATE:
+    TABLE_FROM_RULE = False
+    RUN_RECORDS = {_s: [{"label": _r, **{k: str(getattr(bids.run_paths(ROOT, _s, TASK, _r), k))
+                                         for k in ("bold", "sidecar", "events")},
+                         "confounds": "", "group": "", "kind": "nifti"} for _r in RUNS] for _s in SUBJECTS}
+# The stimulus table: the dataset's own file, or written by rule stimulus_table (CC2017; BIDS without one).
+STIMULUS_TABLE = f"{RESULTS}/stimuli/clips.tsv" if TABLE_FROM_RULE else f"{ROOT}/{DATASET['stimuli_table']}"
 DECODE_TARGETS = list(config["decode"]["targets"])
 GENERATOR = f"{RESULTS}/models/generator"
 METHOD = config["generate"]["method"]
 
 
 def run_files(kind):
-    """Input function: the `kind` file (bold, sidecar, events) of every run of a subject."""
+    """Input function: the `kind` files (bold, sidecar, events, confounds) of every run of a subject."""
 
     def _files(wildcards):
-        if DATASET["layout"] == "cc2017":  # no sidecars or events files: the movie is the timeline
-            return [str(cc2017.label_path(ROOT, wildcards.sub, r, DATASET["cc2017"])) for r in RUNS] \
-                if kind == "bold" else []
-        return [str(getattr(bids.run_paths(ROOT, wildcards.sub, TASK, r), kind)) for r in RUNS]
+        return sorted(set(layouts.run_files(RUN_RECORDS[wildcards.sub], kind)))
 
     return _files
 
 
+def run_records(wildcards):
+    """Params: the run records of a subject (label, bold, sidecar, events, confounds, group, kind)."""
+    return RUN_RECORDS[wildcards.sub]
+
+
 def all_run_files():
     """Every raw file of every subject's runs (for checksums in the provenance page)."""
-    files = []
-    for s in SUBJECTS:
-        for r in RUNS:
-            if DATASET["layout"] == "cc2017":
-                files.append(str(cc2017.label_path(ROOT, s, r, DATASET["cc2017"])))
-                continue
-            run = bids.run_paths(ROOT, s, TASK, r)
-            files += [str(run.bold), str(run.sidecar), str(run.events)]
-    return files
+    return sorted({r[k] for recs in RUN_RECORDS.values() for r in recs
+                   for k in ("bold", "sidecar", "events", "confounds") if r[k]})
 
 
 def res(path):
@@ -158,8 +159,8 @@ FEATURE_CODE = ("features", "models.py", "extractor_kinds.py", "io/h5.py", "io/a
 
 
 def all_event_files():
-    """Every run's _events.tsv (clip durations come from the events)."""
-    return [str(bids.run_paths(ROOT, s, TASK, r).events) for s in SUBJECTS for r in RUNS]
+    """Every run's _events.tsv (clip durations come from the events; CC2017 has none: the table's duration_s)."""
+    return sorted({r["events"] for recs in RUN_RECORDS.values() for r in recs if r["events"]})
 
 
 def captions_input(wildcards):

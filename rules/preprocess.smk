@@ -1,6 +1,33 @@
 # Raw BOLD runs -> validated, cleaned, lagged, repeat-averaged, voxel-selected samples per subject.
 
 
+if TABLE_FROM_RULE:
+
+    # CC2017 (one row per 2-s clip of each segment movie) or BIDS stim_file events (dataset.split decides).
+    rule stimulus_table:
+        input:
+            events=all_event_files(),
+        output:
+            STIMULUS_TABLE,
+        params:
+            dataset=DATASET,
+            code=code_hash("io"),
+        log:
+            log_path("stimulus_table"),
+        benchmark:
+            bench_path("stimulus_table")
+        group:
+            "stimuli"
+        conda:
+            "../envs/neuro.yaml"
+        threads: 1
+        resources:
+            mem_mb=mem(1000),
+            runtime=5,
+        script:
+            "../workflow_scripts/stimulus_table.py"
+
+
 rule splits:
     input:
         table=STIMULUS_TABLE,
@@ -32,6 +59,7 @@ rule preprocess:
         bold=run_files("bold"),
         sidecar=run_files("sidecar"),
         events=run_files("events"),
+        confounds=run_files("confounds"),
         splits=res("splits.tsv"),
         lag_features=res(f"features/{LAG_FEATURE}.h5") if LAG_FEATURE else [],
     output:
@@ -67,7 +95,7 @@ rule preprocess:
             subcategory="sub-{sub}",
         ),
     params:
-        runs=RUNS,
+        runs=run_records,
         tr=TR,
         layout=DATASET["layout"],
         truth_dir=f"{ROOT}/derivatives/ground_truth" if SIMULATE else "",

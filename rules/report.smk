@@ -281,6 +281,7 @@ rule provenance:
         ),
     params:
         config=config,
+        config_files=CONFIG_FILES,
         code=code_hash("."),
     log:
         log_path("provenance"),

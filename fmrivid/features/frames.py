@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fmrivid.errors import InputError
-from fmrivid.io.video import read_video
+from fmrivid.io.video import iter_frames, read_video, video_meta
 
 __all__ = ["extract_clip_frames", "extract_frames", "frame_indices"]
 
@@ -226,13 +226,46 @@ def extract_frames(table, root, n_frames, size, duration_col=None, *, start_col=
         by_file.setdefault(file, []).append(row)
     for file, rows in by_file.items():
         path = Path(root) / file
+        spans = [(_row_seconds(table, duration_col, row, name, clip_ids[row]),
+                  _row_seconds(table, start_col, row, name, clip_ids[row]) or 0.0) for row in rows]
+        fps, announced = _with_clips(video_meta, [clip_ids[r] for r in rows], path)
+        if announced > 0 and fps > 0 and all(d is not None for d, _ in spans):
+            _with_clips(_stream_sample, [clip_ids[r] for r in rows], path, fps, announced, rows, spans,
+                        [clip_ids[r] for r in rows], n_frames, size, out)
+            continue
+        # Whole-video clips (their sampling depends on the decoded length) or no frame count in the header.
         video, fps = _with_clips(_load_video, [clip_ids[r] for r in rows], path)
-        for row in rows:
-            duration = _row_seconds(table, duration_col, row, name, clip_ids[row])
-            start = _row_seconds(table, start_col, row, name, clip_ids[row]) or 0.0
+        for row, (duration, start) in zip(rows, spans):
             out[row] = _with_clips(_sample, [clip_ids[row]], video, fps, path, n_frames, size,
                                    duration, start)
     return clip_ids, out
+
+
+def _stream_sample(path, fps, announced, rows, spans, ids, n_frames, size, out):
+    """Fill ``out[rows]`` decoding ``path`` once, frame by frame, keeping only the sampled frames.
+
+    Memory holds one decoded frame at a time (an 8-min, 30-fps movie is 14,400 frames: ~11 GB at 512 x 512 if
+    decoded whole). Indices come from the container's frame count; decoding stops after the last needed frame,
+    and a file that ends before it is refused as truncated.
+    """
+    wanted = {}
+    for row, cid, (duration, start) in zip(rows, ids, spans):
+        index = _with_clips(frame_indices, [cid], announced, fps, n_frames, duration, start, path)
+        for slot, i in enumerate(index):
+            wanted.setdefault(int(i), []).append((row, slot))
+    last = max(wanted)
+    decoded = 0
+    for i, frame in enumerate(iter_frames(path)):
+        decoded = i + 1
+        if i in wanted:
+            small = _resize(frame[None], size)[0]
+            for row, slot in wanted[i]:
+                out[row, slot] = small
+        if i >= last:
+            break
+    if decoded <= last:
+        raise InputError(path, f"{announced} frames (as the container header says)",
+                         f"only {decoded} decodable frames: the file looks truncated")
 
 
 def _with_clips(func, clips, *args):

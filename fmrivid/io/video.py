@@ -38,6 +38,55 @@ def read_video(path):
     return np.stack(frames).astype(np.uint8), fps
 
 
+def video_meta(path):
+    """(fps, frame count announced by the container header; 0 when unknown) without decoding any frame."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "a video file", "no such file")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0.0, 0
+        return float(capture.get(cv2.CAP_PROP_FPS) or 0.0), max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    finally:
+        capture.release()
+
+
+def iter_frames(path):
+    """Decode a video one frame at a time: yields uint8 (H, W, 3) arrays, so memory does not grow with length.
+
+    Raises InputError naming the file when it cannot be opened or decoded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "a video file", "no such file")
+    try:
+        reader = imageio.get_reader(str(path), format="FFMPEG")
+    except Exception as exc:
+        raise InputError(path, "a readable video", f"decoder error: {_first_line(exc, path)}") from None
+    try:
+        while True:
+            try:
+                frame = reader.get_next_data()
+            except (IndexError, StopIteration):
+                return
+            except Exception as exc:
+                raise InputError(path, "a readable video", f"decoder error: {_first_line(exc, path)}") from None
+            yield np.asarray(frame)[..., :3]
+    finally:
+        reader.close()
+
+
+def _first_line(exc, path):
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = lines[0] if lines else type(exc).__name__
+    if len(lines) > 1:
+        detail += f" ({lines[-1].replace(str(path), '<file>')})"
+    return detail
+
+
 def write_mp4(path, frames, fps):
     """Write uint8 frames (T, H, W, 3) to an H.264 MP4 atomically.
 

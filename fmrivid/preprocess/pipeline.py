@@ -53,6 +53,8 @@ class RunInput:
         ``timeline(n_volumes, tr, first, last) -> DataFrame`` for layouts without events files.
     group : str, optional
         Group (movie segment) of the run's clips for segment-wise reliability.
+    confounds : Path, optional
+        fMRIPrep ``desc-confounds_timeseries.tsv`` (regressed out as ``preprocess.confounds`` says).
     """
 
     subject: str
@@ -63,6 +65,7 @@ class RunInput:
     events: Optional[Path] = None
     timeline: Optional[Callable] = None
     group: Optional[str] = None
+    confounds: Optional[Path] = None
 
     @property
     def source(self):
@@ -73,7 +76,30 @@ def as_input(run):
     """A :class:`RunInput` from a BIDS :class:`fmrivid.io.bids.Run` (or a RunInput)."""
     if isinstance(run, RunInput):
         return run
-    return RunInput(run.subject, run.run, Path(run.bold), "nifti", Path(run.sidecar), Path(run.events))
+    return RunInput(run.subject, run.run, Path(run.bold), "nifti", Path(run.sidecar) if run.sidecar else None,
+                    Path(run.events) if run.events else None,
+                    confounds=Path(run.confounds) if getattr(run, "confounds", None) else None)
+
+
+def from_records(subject, records):
+    """RunInputs from the workflow's run records (dicts: label, bold, sidecar, events, confounds, group, kind)."""
+    out = []
+    for r in records:
+        if not r.get("events") and r.get("group"):  # CC2017: the segment movie is the timeline
+            out += cc2017_inputs(subject, [r["bold"]], [r["label"]])
+            continue
+        opt = {k: Path(r[k]) if r.get(k) else None for k in ("sidecar", "events", "confounds")}
+        out.append(RunInput(str(subject), str(r["label"]), Path(r["bold"]), r.get("kind") or "nifti",
+                            opt["sidecar"], opt["events"], group=r.get("group") or None, confounds=opt["confounds"]))
+    return out
+
+
+def _confounds(c, cfg, n_rows):
+    """Nuisance regressors of a checked run for its kept rows (None when preprocess.confounds asks for none)."""
+    from fmrivid.preprocess.confounds import confound_matrix
+
+    conf = confound_matrix(c.run, cfg.get("confounds"), c.n_volumes)
+    return None if conf is None else conf[c.first:c.first + n_rows]
 
 
 @dataclass
@@ -160,12 +186,22 @@ def validate_subject(runs, splits, tr, cfg):
             raise InputError(run.source, f"event onsets at or after the first kept volume ({first * tr:g} s, "
                                          f"trim drops {first} volumes)",
                              f"onset {events['onset'].min() + first * tr:g} s")
+        late = events["onset"] >= (n_vol - first - last) * tr - 1e-6
+        if last and late.any():
+            raise InputError(run.source, f"event onsets before the trailing trim ({(n_vol - last) * tr:g} s from the "
+                                         f"run start, trim drops the last {last} volumes)",
+                             f"onset {events['onset'][late].min() + first * tr:g} s")
         train, test = _split_events(run.source, events, splits)
-        n_kept = n_vol - first - last
+        n_kept = n_vol - first - _read_last(last, cfg)
         for ev in (train, test):  # the same code that will cut the samples, on a placeholder run
             if len(ev):
                 event_samples(np.zeros((n_kept, 1), np.float32), ev, tr, cfg["lag_s"], source=run.source,
                               **_sample_kwargs(cfg))
+        if run.confounds is not None or (cfg.get("confounds") or {}).get("columns") \
+                or (cfg.get("confounds") or {}).get("strategy", "none") != "none":
+            from fmrivid.preprocess.confounds import confound_matrix
+
+            confound_matrix(run, cfg.get("confounds"), n_vol)  # a missing column stops here, before any data
         checked.append(_Checked(run, img, n_vol, first, last, train, test))
     ref = checked[0]
     for c in checked[1:]:
@@ -181,16 +217,27 @@ def validate_subject(runs, splits, tr, cfg):
     return checked
 
 
-def _load(c, columns=None, mask=None):
-    """Trimmed (n_kept, n_columns) float32 data of a checked run."""
+def _read_last(last, cfg):
+    """Trailing volumes actually cut from the data: none when ``trim.trailing_for_lag`` keeps them readable.
+
+    The trailing trim still bounds the events (a CC2017 timeline has one clip per kept volume), but the
+    response to the last clips arrives after the movie ends: with ``trailing_for_lag`` the lagged windows
+    may read those volumes, so a 245-volume CC2017 run yields all 240 clips at ``lag_s: 4`` (not 238).
+    """
+    return 0 if cfg["trim"].get("trailing_for_lag", True) else last
+
+
+def _load(c, columns=None, mask=None, cfg=None):
+    """Trimmed (n_volumes, n_columns) float32 data of a checked run (see :func:`_read_last`)."""
+    stop = c.n_volumes - (_read_last(c.last, cfg) if cfg is not None else c.last)
     if c.run.kind == "cifti":
         data = cifti.load_dtseries(c.run.bold, c.img, columns)
     elif mask is not None:
         data = nifti.load_masked(c.run.bold, mask, c.img)
     else:
         data, _ = nifti.load_bold(c.run.bold)
-        return data[..., c.first:c.n_volumes - c.last]
-    return data[c.first:c.n_volumes - c.last]
+        return data[..., c.first:stop]
+    return data[c.first:stop]
 
 
 def _groups_for(ids, run_group, group_of):
@@ -272,8 +319,14 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
     tsnr_sum = np.zeros(n_mask)
     dropped = 0
     for c in checked:
-        data = _load(c, columns=mask if is_cifti else None, mask=None if is_cifti else mask)
+        data = _load(c, columns=mask if is_cifti else None, mask=None if is_cifti else mask, cfg=cfg)
         mean = data.mean(axis=0, dtype=np.float64)
+        conf = _confounds(c, cfg, data.shape[0])
+        if conf is not None:  # nuisance regression jointly with the detrending polynomial, then detrend/z-score
+            from fmrivid.preprocess.confounds import regress_out
+
+            poly = np.polynomial.legendre.legvander(np.linspace(-1, 1, data.shape[0]), cfg["detrend_order"])[:, 1:]
+            data = regress_out(data, np.column_stack([poly, conf])) + mean.astype(data.dtype)
         clean, scale = detrend_standardize(data, cfg["detrend_order"], cfg["standardize"], inplace=True,
                                            return_scale=True)
         if len(c.train):  # tSNR: mean over time / SD of the detrended series, averaged over training runs

@@ -7,7 +7,12 @@ from fmrivid.errors import ConfigError
 def test_defaults_are_filled_and_documented():
     cfg = fc.validate({})
     assert cfg["preprocess"]["selection"]["method"] == "reliability"
-    assert cfg["decode"]["targets"] == ["text", "image", "vae"]
+    assert cfg["decode"]["targets"] == ["text", "image", "vae", "text_tokens"]
+    # real-data defaults: no simulated data, no demo generator/classifier, no neural decoder at demo sizes
+    assert not cfg["dataset"]["simulate"] and cfg["dataset"]["root"] == ""
+    assert cfg["generate"]["method"] == "text_to_video" and cfg["decode"]["neural"] == []
+    assert cfg["evaluate"]["frame_classifier"] == "google/vit-base-patch16-224"
+    assert "tiny" not in {cfg["features"]["image_model"], cfg["generate"]["pipeline"]["model"]}
     rows = list(fc.describe())
     assert len(rows) > 40
     undocumented = [key for key, _, _, desc in rows if not desc.strip()]
@@ -29,7 +34,7 @@ def test_wrong_value_is_named():
 
 
 def test_shipped_configs_validate():
-    for name in ("config.yaml", "test.yaml"):
+    for name in ("demo.yaml", "test.yaml"):
         cfg = fc.load(fc.SCHEMA_PATH.parent.parent / name)
         assert cfg["dataset"]["simulate"] is True
 

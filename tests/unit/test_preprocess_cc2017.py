@@ -96,10 +96,10 @@ def test_cc2017_cifti_ingestion_trimming_selection(cc_root, tmp_path):
     sub = read_subject(out / "fmri/sub-1.h5")
     trims = {label: (first, last) for label, first, last in sub["info"]["trim"]}
     assert trims["seg1_1"] == (1, 4) and trims["test1_2"] == (1, 4) and trims["test2_1"] == (2, 4)
-    # 240 kept volumes per run; lag 4 s drops the 2 clips whose response falls after the run.
-    assert sub["info"]["events_dropped"] == 2 * len(runs)
-    assert sub["train_X"].shape[0] == 3 * 238 and sub["test_X"].shape[0] == 2 * 238
-    assert sub["train_ids"][0] == "seg1_000" and sub["test_ids"][-1] == "test2_237"
+    # 240 clips per segment: the lag reads the trailing volumes before they are trimmed (trailing_for_lag).
+    assert sub["info"]["events_dropped"] == 0
+    assert sub["train_X"].shape[0] == 3 * 240 and sub["test_X"].shape[0] == 2 * 240
+    assert sub["train_ids"][0] == "seg1_000" and sub["test_ids"][-1] == "test2_239"
     assert sub["space"] == "cifti" and sub["grayordinate"].max() < 59412  # cortex only
     planted = set(range(N_PLANTED))
     chosen = set(sub["grayordinate"].tolist())
@@ -118,3 +118,18 @@ def test_cc2017_missing_run_named(cc_root, tmp_path):
     with pytest.raises(InputError, match=r"seg1_3_Atlas\.dtseries\.nii: expected repeat 3 of segment seg1 of "
                                          r"subject 1 \(CC2017 layout\); found no such file"):
         cc2017.list_runs(cc_root, "1", cc)
+
+
+def test_cc2017_trailing_trim_before_lag_drops_last_clips(cc_root, tmp_path):
+    """trim.trailing_for_lag false: the trailing volumes are cut first, so lag 4 s drops the last 2 clips."""
+    runs = cc2017.list_runs(cc_root, "1", CC)
+    cfg = _cfg()
+    cfg["trim"]["trailing_for_lag"] = False
+    cfg["out_of_run"] = "drop"
+    out = tmp_path / "out"
+    stages.run_preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
+                          _splits(tmp_path), cfg, out / "fmri/sub-1.h5", out / "qc/sel.png", layout="cc2017",
+                          log=lambda m: None)
+    sub = read_subject(out / "fmri/sub-1.h5")
+    assert sub["info"]["events_dropped"] == 2 * len(runs)
+    assert sub["train_X"].shape[0] == 3 * 238 and sub["test_ids"][-1] == "test2_237"

@@ -35,7 +35,7 @@ def defined_rules():
 
 
 def test_lint_prints_no_warnings(tmp_path):
-    proc = smk(tmp_path, "--lint", "--configfile", str(REPO / "config/config.yaml"))
+    proc = smk(tmp_path, "--lint", "--configfile", str(REPO / "config/demo.yaml"))
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out, out
     assert "Congratulations" in out
@@ -48,13 +48,13 @@ def test_dry_run_lists_every_rule(tmp_path):
         stats = proc.stdout.split("Job stats:")[1].split("total")[0]
         return set(re.findall(r"^(\w+)\s+\d+\s*$", stats, flags=re.M))
 
-    demo = plan(REPO / "config/config.yaml")
+    demo = plan(REPO / "config/demo.yaml")
     diffusers = {"generate": {"method": "structure_motion", "finetune": {"enabled": True}},
                  "features": {"vae_model": "tiny#vae", "tokens": {"enabled": True}},
                  "decode": {"targets": ["text", "image", "vae", "text_tokens"]}}
     (tmp_path / "diffusers.yaml").write_text(yaml.safe_dump(diffusers))
     assert demo == defined_rules() - {"finetune_generator"}
-    assert "finetune_generator" in plan(REPO / "config/config.yaml", tmp_path / "diffusers.yaml")
+    assert "finetune_generator" in plan(REPO / "config/demo.yaml", tmp_path / "diffusers.yaml")
 
 
 # `tiny_run` (one local run of config/test.yaml, shared with tests/cluster) lives in tests/conftest.py.

@@ -1,13 +1,14 @@
 # fmrivid: two commands a user needs.
 #   make demo   create .venv, install pinned dependencies, run the demo DAG, write results/report.zip
 #   make test   create .venv, install pinned dependencies, run the test suite
+#   make rehearse   every dataset preset's whole DAG on fixtures in the real layouts, tiny models (REHEARSE_DIR)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 CONFIG ?= config/demo.yaml
 
-.PHONY: install demo report test dry-run lint clean
+.PHONY: install demo report test dry-run lint clean rehearse
 
 # --no-compile: modules are byte-compiled when first imported (~15 s once for what the workflow imports), not
 # all files of the wheels up front (the install takes ~1 min instead of ~2 from local wheels). Python must then
@@ -38,6 +39,9 @@ lint: install
 
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup tests
+
+rehearse: install
+	$(BIN)/python -m fmrivid.rehearse $(REHEARSE_DIR) --cores $(CORES)
 
 clean:
 	rm -rf results/* .snakemake

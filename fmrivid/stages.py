@@ -131,34 +131,42 @@ def run_surface(fmri_path, cfg, out_left, out_right, out_flat=None, out_figure=N
 
 
 # ----------------------------------------------------------------------------- features
-def clip_durations(events_paths, ids=None):
+def clip_durations(events_paths, ids=None, splits_path=None):
     """Longest presentation of each clip in the runs' ``_events.tsv`` files (seconds).
 
     Parameters
     ----------
     events_paths : sequence of str or Path
-        BIDS events files (columns ``onset``, ``duration``, ``clip_id``).
+        BIDS events files (``onset``, ``duration`` and ``clip_id`` or ``stim_file``; see
+        :func:`fmrivid.io.bids.read_events`).
     ids : sequence of str, optional
         Clips that must all be presented (an error names those that are not).
+    splits_path : str or Path, optional
+        The splits file: its ``duration_s`` column (CC2017's 2-s clips of a segment movie, a layout without
+        events files) gives the duration of clips no event names.
 
     Returns
     -------
     dict of str to float
     """
+    from fmrivid.io.bids import read_events
+
     durations = {}
     for path in events_paths:
-        events = pd.read_csv(path, sep="\t", dtype={"clip_id": str})
-        missing = [c for c in ("duration", "clip_id") if c not in events.columns]
-        if missing:
-            raise InputError(path, "events with columns 'duration' and 'clip_id'",
-                             f"columns {list(events.columns)}")
+        events = read_events(path)
         for clip, value in events.groupby("clip_id")["duration"].max().items():
             durations[str(clip)] = max(float(value), durations.get(str(clip), 0.0))
+    if splits_path is not None:
+        table = read_splits(splits_path)
+        if "duration_s" in table.columns:
+            for clip, value in zip(table["clip_id"], table["duration_s"]):
+                if str(clip) not in durations and pd.notna(value):
+                    durations[str(clip)] = float(value)
     if ids is not None:
         absent = [c for c in ids if c not in durations]
         if absent:
             raise InputError(events_paths[0] if events_paths else "<events>",
-                             "every clip presented in some run's events",
+                             "every clip presented in some run's events (or a duration_s in the stimulus table)",
                              f"no event for {len(absent)} clips {absent[:5]}")
     return durations
 
@@ -312,7 +320,7 @@ def run_vae_features(frames_path, vae, batch_size, device, out_path, frames="fir
     log(f"{kind} VAE latents {out.shape}")
 
 
-def run_audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print):
+def run_audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print, splits_path=None):
     """AudioLDM: one WAV per clip caption, of the clip's duration, seeded per clip."""
     from fmrivid import models
     from fmrivid.stimuli.audio import synthesize, write_wavs
@@ -320,7 +328,7 @@ def run_audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print
 
     captions = read_captions(captions_path)
     ids = captions["clip_id"].tolist()
-    durations = clip_durations(events_paths, ids)
+    durations = clip_durations(events_paths, ids, splits_path)
     values = sorted({round(durations[c], 6) for c in ids})
     if len(values) > 1:
         raise InputError(events_paths[0], "clips of one duration (audio features are stacked per clip)",
@@ -825,7 +833,7 @@ def run_brain_metrics(fmri_paths, subjects, features_path, decode_cfg, cfg, seed
         rows += suite.evaluate_voxel_r(pred, data["test_X"], np.arange(data["test_X"].shape[1]), sub, feature,
                                        cfg, seed, log=log)
         between[sub] = {"X": data["test_X"], "ijk": data["ijk"], "affine": data["affine"],
-                        "ids": data["test_ids"]}
+                        "ids": data["test_ids"], "grayordinate": data.get("grayordinate")}
     rows += suite.evaluate_between_subjects(between, cfg, seed, log=log)
     write_table(rows, out_path)
 

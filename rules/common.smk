@@ -141,7 +141,7 @@ def final_outputs():
         res("tables/metrics.tsv"),
         res("tables/summary.tsv"),
         res("report/metrics.png"),
-        res("report/training_curves.png"),
+        *([res("report/training_curves.png")] if config["generate"]["method"] == "demo" else []),  # demo generator
         res("report/provenance.yaml"),
         *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
         *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),

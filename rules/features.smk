@@ -224,6 +224,7 @@ rule audio:
     input:
         captions=res("features/captions.tsv"),
         events=all_event_files(),
+        splits=res("splits.tsv"),
     output:
         directory(res("audio")),
     params:

@@ -8,4 +8,5 @@ from fmrivid.utils import run_stage  # noqa: E402
 
 run_stage(stages.run_audio, snakemake.log[0], snakemake.threads,
           captions_path=snakemake.input.captions, events_paths=list(snakemake.input.events), cfg=snakemake.params.cfg,
-          device=snakemake.params.device, seed=snakemake.params.seed, out_dir=snakemake.output[0])
+          device=snakemake.params.device, seed=snakemake.params.seed, out_dir=snakemake.output[0],
+          splits_path=snakemake.input.splits)

@@ -244,7 +244,7 @@ def _natural(value):
     """Sort key: numbers by value, then text."""
     if value is None:
         return (0, 0, "")
-    return (1, int(value), value) if value.isdigit() else (2, 0, value)
+    return (1, int(value), value) if value.isascii() and value.isdigit() else (2, 0, value)
 
 
 def _labels(raws):
@@ -320,8 +320,8 @@ def _applicable(ent, suffix, ext, folder):
             hits.append((len(parsed[0]), path))
     hits.sort(key=lambda h: (-h[0], h[1].name))
     if len(hits) > 1 and hits[0][0] == hits[1][0]:
-        raise InputError(folder, f"at most one {suffix}{ext} applying to {'_'.join(f'{k}-{v}' for k, v in ent.items())}"
-                                 " at one level (BIDS inheritance)", f"{hits[0][1].name} and {hits[1][1].name}")
+        raise InputError(folder, f"at most one {suffix}{ext} applying to {_stem(ent)} at one level "
+                                 "(BIDS inheritance)", f"{hits[0][1].name} and {hits[1][1].name}")
     return hits[0][1] if hits else None
 
 
@@ -538,7 +538,7 @@ def _assign_split(table, source, test, min_repeats, counts, origin):
     if source == "list":
         unknown = sorted(set(test) - set(table["clip_id"]))
         if unknown:
-            raise InputError("dataset.split.test", f"clip ids found in the events ({origin})",
+            raise InputError("dataset.split.test", f"clip ids of the stimulus table ({origin})",
                              f"unknown ids {unknown[:5]}")
         split = table["clip_id"].isin(test)
         what = "dataset.split.test"

@@ -65,7 +65,9 @@ def common_voxels(subjects):
     ----------
     subjects : dict of str -> dict
         Subject -> ``{"X": (N, V_s), "ijk": (V_s, 3), "affine": (4, 4), "ids": list}``
-        (test responses, voxel indices, grid affine, clip ids).
+        (test responses, voxel indices, grid affine, clip ids); CIFTI data adds ``"grayordinate": (V_s,)``,
+        the grayordinate index of each column, which then keys the columns instead of ``ijk`` (cortical
+        vertices have no voxel index: all read (-1, -1, -1)).
 
     Returns
     -------
@@ -76,16 +78,24 @@ def common_voxels(subjects):
     if len(names) < 2:
         raise InputError("subjects", "at least 2 subjects for between-subject metrics", f"{names}")
     ref = subjects[names[0]]
+    surface = [subjects[s].get("grayordinate") is not None for s in names]
+    if any(surface) and not all(surface):
+        raise InputError(f"sub-{names[surface.index(False) if surface[0] else surface.index(True)]}",
+                         "the same space (CIFTI grayordinates or volume voxels) for every subject", "a mix")
     for s in names[1:]:
-        if not np.allclose(subjects[s]["affine"], ref["affine"]):
+        if not all(surface) and not np.allclose(subjects[s]["affine"], ref["affine"]):
             raise InputError(f"sub-{s}", f"the voxel grid (affine) of sub-{names[0]}", "a different affine")
         if sorted(subjects[s]["ids"]) != sorted(ref["ids"]):
             raise InputError(f"sub-{s}", f"the test clips of sub-{names[0]}", "different clip ids")
-    keys = [{tuple(v) for v in np.asarray(subjects[s]["ijk"]).tolist()} for s in names]
-    common = sorted(set.intersection(*keys))
+    def column_keys(s):
+        if all(surface):
+            return [int(g) for g in np.asarray(subjects[s]["grayordinate"])]
+        return [tuple(v) for v in np.asarray(subjects[s]["ijk"]).tolist()]
+
+    common = sorted(set.intersection(*[set(column_keys(s)) for s in names]))
     out = {}
     for s in names:
-        pos = {tuple(v): k for k, v in enumerate(np.asarray(subjects[s]["ijk"]).tolist())}
+        pos = {v: k for k, v in enumerate(column_keys(s))}
         rows = {c: k for k, c in enumerate(subjects[s]["ids"])}
         order = [rows[c] for c in ref["ids"]]
         cols = [pos[v] for v in common]

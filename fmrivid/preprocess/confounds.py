@@ -131,10 +131,9 @@ def confound_matrix(run, cfg_confounds, n_volumes):
     strategy, columns = _settings(cfg_confounds)
     if strategy == "none" and not columns:
         return None
-    if run.confounds is None and (columns or strategy != "none"):
-        if columns or not Path(run.bold).name.endswith("_desc-preproc_bold.nii.gz"):
-            raise InputError(run.bold, "an fMRIPrep run with its desc-confounds_timeseries.tsv "
-                                       "(dataset.derivatives.root) for preprocess.confounds", "no confounds file")
+    if run.confounds is None:
+        raise InputError(run.bold, "an fMRIPrep run with its desc-confounds_timeseries.tsv "
+                                   "(dataset.derivatives.root) for preprocess.confounds", "no confounds file")
     if columns:
         table = read_confounds(run.confounds)
         _check_rows(run.confounds, len(table), n_volumes)

@@ -341,7 +341,9 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
         if len(c.train) and lag_scan:
             scan_runs.append((np.ascontiguousarray(clean[:, scan_cols]), c.train, c.run.source))
         log(f"sub-{subject} run {c.run.label}: {c.n_volumes} volumes, trimmed to {clean.shape[0]} "
-            f"(-{c.first}/-{c.last}), cleaned; {len(c.train)} train + {len(c.test)} test events")
+            f"(-{c.first}/-{c.last}), cleaned"
+            f"{'' if conf is None else f' ({conf.shape[1]} confounds regressed)'}; "
+            f"{len(c.train)} train + {len(c.test)} test events")
         del data, clean
     if dropped:
         log(f"sub-{subject}: {dropped} events whose window leaves the run were dropped (out_of_run: drop)")

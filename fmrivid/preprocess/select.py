@@ -93,7 +93,13 @@ def segment_reliability_scores(samples, clip_ids, groups):
         r = np.clip(_column_corr(sub[ia], sub[ib]), -0.999999, 0.999999)
         zs.append(np.arctanh(r))
     if len(zs) < 2:
-        raise ValueError(f"segment reliability needs >= 2 groups with >= 3 clips shown twice; found {len(zs)}")
+        from fmrivid.errors import ConfigError
+
+        names = sorted(set(groups.tolist()))
+        raise ConfigError(f"config key 'preprocess.selection.reliability_groups': 'segment' expected at least 2 "
+                          f"groups (movie segments) with >= 3 training clips shown twice; found {len(zs)} such group"
+                          f"{'' if len(zs) == 1 else 's'} among {names[:5]}: use 'pooled' (or more training "
+                          f"segments)")
     zs = np.stack(zs)
     mean = zs.mean(0)
     sd = zs.std(0, ddof=1)

@@ -110,7 +110,8 @@ def test_discovery_sessions_nii_optional_run_and_order(tmp_path):
 
 def test_listed_session_or_run_missing_lists_what_is_there(tmp_path):
     cfg = _sessions_tree(tmp_path)
-    with pytest.raises(InputError, match=r"sub-01: expected session \['3'\] of subject 01 .*found sessions \['1', '2'\]"):
+    with pytest.raises(InputError,
+                       match=r"sub-01: expected session \['3'\] of subject 01 .*found sessions \['1', '2'\]"):
         bids.discover_runs(dict(cfg, sessions=["1", "3"]), "01")
     with pytest.raises(InputError, match=r"expected run \['04'\] of subject 01.*found runs \['1', '2', '10'\]"):
         bids.discover_runs(dict(cfg, runs=["04"]), "01")
@@ -297,7 +298,7 @@ def test_stimulus_table_from_events_split_by_list_and_root_relative_files(wild, 
     split = {"source": "list", "test": ["train001", "test002"]}
     table = bids.resolve_stimulus_table(dict(wild, split=split))
     assert sorted(table.loc[table["split"] == "test", "clip_id"]) == ["test002", "train001"]
-    with pytest.raises(InputError, match=r"dataset\.split\.test: expected clip ids found in the events.*\['nope'\]"):
+    with pytest.raises(InputError, match=r"dataset\.split\.test: expected clip ids of the stimulus table.*\['nope'\]"):
         bids.resolve_stimulus_table(dict(wild, split={"source": "list", "test": ["nope"]}))
     with pytest.raises(InputError, match=r"clips\.tsv: expected the stimulus table.*set dataset\.split\.source"):
         bids.resolve_stimulus_table(dict(wild, split={"source": "table"}))

@@ -300,3 +300,21 @@ def test_isc_fsc_match_numpy_after_voxel_alignment():
     bad = dict(subs["02"], affine=np.eye(4) * 2)
     with pytest.raises(InputError, match="affine"):
         brain.common_voxels({"01": subs["01"], "02": bad})
+
+
+def test_isc_on_cifti_grayordinates():
+    """CIFTI subjects: cortical vertices all have ijk (-1,-1,-1); the grayordinate index keys the common set."""
+    rng = np.random.default_rng(4)
+    shared = rng.normal(size=(12, 8))
+    subs = {}
+    for s, kept in (("1", [3, 10, 11, 40, 41, 42, 90, 91, 500]), ("2", [10, 11, 40, 41, 42, 90, 91, 7])):
+        common = [g for g in kept if g in {10, 11, 40, 41, 42, 90, 91}]
+        cols = [shared[:, common.index(g)] + rng.normal(0, 0.3, 12) if g in common else rng.normal(size=12)
+                for g in kept]
+        subs[s] = {"X": np.column_stack(cols), "ijk": np.full((len(kept), 3), -1), "affine": np.eye(4),
+                   "ids": [f"c{k}" for k in range(12)], "grayordinate": np.array(kept)}
+    aligned = brain.common_voxels(subs)
+    assert aligned["1"].shape == (12, 7) and aligned["2"].shape == (12, 7)  # not collapsed to one "voxel"
+    assert brain.isc(aligned)["1"].mean() > 0.8
+    with pytest.raises(InputError, match="same space"):
+        brain.common_voxels({"1": subs["1"], "2": {**subs["2"], "grayordinate": None}})

@@ -133,3 +133,15 @@ def test_cc2017_trailing_trim_before_lag_drops_last_clips(cc_root, tmp_path):
     sub = read_subject(out / "fmri/sub-1.h5")
     assert sub["info"]["events_dropped"] == 2 * len(runs)
     assert sub["train_X"].shape[0] == 3 * 238 and sub["test_ids"][-1] == "test2_237"
+
+
+def test_one_segment_design_is_one_clear_line():
+    """Segment-wise reliability on one training segment: a ConfigError naming the key, not a traceback."""
+    from fmrivid.errors import ConfigError
+    from fmrivid.preprocess.select import segment_reliability_scores
+
+    rng = np.random.default_rng(0)
+    ids = [f"seg1_{i:03d}" for i in range(10)] * 2
+    with pytest.raises(ConfigError, match=r"'preprocess\.selection\.reliability_groups': 'segment' expected at "
+                                          r"least 2 groups .* found 1 such group among \['seg1'\]"):
+        segment_reliability_scores(rng.normal(size=(20, 5)), ids, ["seg1"] * 20)

@@ -1,7 +1,7 @@
 """How long Snakemake takes to plan fmrivid's DAG at full dataset scale (placeholder inputs, no computation).
 
-Builds a BIDS-shaped folder of EMPTY placeholder files (the parse-time checks only look at names and the
-stimulus table) at two scales and times, for each:
+Builds a BIDS-shaped folder of EMPTY placeholder files (the parse-time checks only look at names, the
+stimulus table and the sidecars' RepetitionTime) at two scales and times, for each:
 
   1. `snakemake -n`            the dry run of a fresh run (every job planned);
   2. every planned output is created empty (no suffix: a folder), then `snakemake --touch` gives them
@@ -50,8 +50,9 @@ def build(root: Path, subjects: int, train: int, test: int, runs: int, task: str
         func.mkdir(parents=True, exist_ok=True)
         for r in run_ids:
             stem = func / f"sub-{s}_task-{task}_run-{r}"
-            for suffix in ("_bold.nii.gz", "_bold.json", "_events.tsv"):
+            for suffix in ("_bold.nii.gz", "_events.tsv"):
                 Path(f"{stem}{suffix}").touch()
+            Path(f"{stem}_bold.json").write_text('{"RepetitionTime": 2.0}')  # read at parse time (inheritance)
     stim = root / "stimuli"
     (stim / "clips").mkdir(parents=True, exist_ok=True)
     lines = ["clip_id\tfile\tcaption\tsplit"]

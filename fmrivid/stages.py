@@ -805,6 +805,8 @@ def _finish_evaluation(rows, clips, models_info, targets, pred_paths, truth_path
     for target, p_path, t_path in zip(targets, pred_paths, truth_paths):
         pids, pred, _ = read_features(p_path)
         _, true, _ = read_features(t_path, pids)
+        # token / per-frame targets (text_tokens, vae_frames) are scored as the flat rows ridge decodes
+        pred, true = pred.reshape(len(pred), -1), true.reshape(len(true), -1)
         r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log)
         rows += r
         clips += c

@@ -70,6 +70,12 @@ if DIFFUSERS:
         _stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
     except fmrivid.errors.ConfigError as err:
         raise WorkflowError(str(err))
+    _pipe = config["generate"]["pipeline"]
+    _made = (_pipe["num_frames"], _pipe["height"], _pipe["width"])
+    _truth = (FEATURES["n_frames"], FEATURES["size"], FEATURES["size"])
+    if _made != _truth:
+        raise WorkflowError(f"generate.pipeline num_frames/height/width: expected the ground-truth clips' "
+                            f"features.n_frames/size/size {_truth} (metrics compare frame by frame); found {_made}")
     if "text_tokens" not in DECODE_TARGETS:
         raise WorkflowError(f"generate.method {METHOD!r} is conditioned on decoded caption token embeddings: "
                             f"decode.targets must include 'text_tokens'; found {DECODE_TARGETS}")

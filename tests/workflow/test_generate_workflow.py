@@ -15,7 +15,7 @@ from test_workflow import smk
 
 pytestmark = pytest.mark.workflow
 
-PIPELINE = {"model": "tiny", "steps": 2, "num_frames": 2, "height": 32, "width": 32, "batch_size": 2,
+PIPELINE = {"model": "tiny", "steps": 2, "num_frames": 4, "height": 32, "width": 32, "batch_size": 2,
             "decode_slice": 0, "guidance_scale": 3.0}
 
 

@@ -49,11 +49,12 @@ def test_dry_run_lists_every_rule(tmp_path):
         return set(re.findall(r"^(\w+)\s+\d+\s*$", stats, flags=re.M))
 
     demo = plan(REPO / "config/demo.yaml")
-    diffusers = {"generate": {"method": "structure_motion", "finetune": {"enabled": True}},
+    diffusers = {"generate": {"method": "structure_motion", "finetune": {"enabled": True},
+                              "pipeline": {"num_frames": 8, "height": 64, "width": 64}},  # = the demo frames
                  "features": {"vae_model": "tiny#vae", "tokens": {"enabled": True}},
                  "decode": {"targets": ["text", "image", "vae", "text_tokens"]}}
     (tmp_path / "diffusers.yaml").write_text(yaml.safe_dump(diffusers))
-    assert demo == defined_rules() - {"finetune_generator"}
+    assert demo == defined_rules() - {"finetune_generator", "stimulus_table"}  # the demo ships its clip table
     assert "finetune_generator" in plan(REPO / "config/demo.yaml", tmp_path / "diffusers.yaml")
 
 

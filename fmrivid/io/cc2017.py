@@ -105,28 +105,3 @@ def label_path(root, subject, label, cc):
     """Path of the run labelled ``<seg>_<rep>``."""
     seg, rep = str(label).rsplit("_", 1)
     return run_path(root, subject, seg, rep, cc["space"], cc["mni_file"])
-
-
-def main(argv=None):
-    """``python -m fmrivid.io.cc2017 CONFIG [OUT]``: write the CC2017 stimulus table (one row per 2-s clip)."""
-    import argparse
-
-    import fmrivid.config as fc
-    from fmrivid.io.atomic import atomic_path
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config", help="a config with dataset.layout: cc2017 (e.g. config/cc2017.yaml)")
-    parser.add_argument("out", nargs="?", help="output TSV (default: <root>/<dataset.stimuli_table>)")
-    args = parser.parse_args(argv)
-    cfg = fc.load(args.config)
-    ds = cfg["dataset"]
-    out = Path(args.out or Path(ds["root"]) / ds["stimuli_table"])
-    table = stimulus_table(ds["cc2017"], tr=ds["tr"]).assign(caption="")
-    with atomic_path(out) as tmp:
-        table[["clip_id", "file", "caption", "split", "start_s", "duration_s", "segment"]].to_csv(
-            tmp, sep="\t", index=False)
-    print(f"{out}: {len(table)} clips ({(table.split == 'train').sum()} train, {(table.split == 'test').sum()} test)")
-
-
-if __name__ == "__main__":
-    main()

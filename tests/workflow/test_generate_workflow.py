@@ -39,7 +39,7 @@ def test_text_to_video_generation_rules(tiny_run, tmp_path):
     ids, video, attrs = read_features(res / "recon/text_to_video/sub-01.h5")
     test_ids, _, pattrs = read_features(res / "predictions/ridge/sub-01_text_tokens.h5")
     assert ids == test_ids and attrs["method"] == "text_to_video" and attrs["chunks"] == 2
-    assert video.dtype == np.uint8 and video.shape == (len(test_ids), 2, 32, 32, 3)
+    assert video.dtype == np.uint8 and video.shape == (len(test_ids), 4, 32, 32, 3)
     assert video.std() > 0
     tokens_ids, tokens, _ = read_features(res / "features/text_tokens.h5")
     assert json.loads(pattrs["feature_shape"]) == list(tokens.shape[1:])  # ridge decoded flattened (L, D) rows

@@ -54,18 +54,16 @@ def test_cc2017_mni_layout_through_the_workflow(tmp_path):
     _write_layout(root, cfg["dataset"]["cc2017"])
     path = tmp_path / "cc.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    # The stimulus table of the layout (one row per 2-s clip), written by the CLI the README documents.
-    subprocess.run([sys.executable, "-m", "fmrivid.io.cc2017", str(path)], check=True, env=ENV, cwd=REPO,
-                   capture_output=True)
-    table = pd.read_csv(root / "stimuli/clips.tsv", sep="\t")
-    assert len(table) == 5 * 240 and table.loc[241, "clip_id"] == "seg2_001" and table.loc[241, "start_s"] == 2.0
     proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
                            "--cores", "2", "results/fmri/sub-1.h5", "--configfile", str(path)],
                           capture_output=True, text=True, env=ENV, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    # The stimulus table of the layout (one row per 2-s clip), written by rule stimulus_table.
+    table = pd.read_csv(tmp_path / "results/stimuli/clips.tsv", sep="\t")
+    assert len(table) == 5 * 240 and table.loc[241, "clip_id"] == "seg2_001" and table.loc[241, "start_s"] == 2.0
     sub = read_subject(tmp_path / "results/fmri/sub-1.h5")
     assert {lab: (a, b) for lab, a, b in sub["info"]["trim"]}["test2_1"] == (2, 4)
-    assert sub["train_X"].shape[0] == 3 * 238 and sub["test_X"].shape[0] == 2 * 238
+    assert sub["train_X"].shape[0] == 3 * 240 and sub["test_X"].shape[0] == 2 * 240  # lag before the trailing trim
     assert set(sub["ijk"][:, 0].tolist()) == {0, 1}  # only the planted slab is selected
     lag = pd.read_csv(tmp_path / "results/qc/sub-1_lag_scan.tsv", sep="\t")
     assert not lag["informative"].any()  # repeats of a movie segment share their order: flagged

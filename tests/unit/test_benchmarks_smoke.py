@@ -1,0 +1,110 @@
+"""Benchmarks that cannot rot: the GPU suite's CPU smoke run, and every cheap benchmark at its smallest size.
+
+Each benchmark runs as a user runs it (a fresh process from the repository root, the .venv's python first on
+PATH); only its exit status and a few of its outputs are checked, not its timings.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# benchmarks/<file>: arguments of its smallest run (each < 20 s on one core of the 2-core CI machine).
+SMOKE_ARGS = {
+    "ridge.py": ["--scale", "smoke"],
+    "frames_stream.py": ["--scale", "smoke"],
+    "metrics_permutation.py": ["--clips", "4", "--frames", "2", "--size", "16", "--perm", "5"],
+    "eval_chunks.py": ["--clips", "5", "--frames", "2", "--size", "32", "--chunk", "2", "--perm", "3",
+                       "--repeat", "1"],
+    "features.py": ["--clips", "2", "--frames", "2", "--size", "32", "--batch-size", "2", "--repeats", "1",
+                    "--skip-slow", "--threads", "1"],
+    "demo_classifier.py": ["--seeds", "1"],
+    "preprocess.py": ["--volumes", "10", "--repeats", "1"],
+    "align_encoder.py": ["--repeats", "1", "--threads", "1"],
+    "mind_animator.py": ["--repeats", "1", "--steps", "2", "--threads", "1"],
+}
+# Run elsewhere, or too slow here: why.
+NOT_RUN = {
+    "gpu_suite.py": "run by test_gpu_suite_cpu_smoke through gpu_suite.sh",
+    "generate.py": "its main() runs inside the GPU suite's generation section (test_gpu_suite_cpu_smoke)",
+    "dag.py": "Snakemake dry runs at full CC2017 scale: ~30 s at its smallest scale",
+}
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    env.pop("FMRIVID_WHEELS", None)  # the current environment, never the carried wheels
+    return env
+
+
+def _run(cmd, timeout):
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n" \
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_every_benchmark_is_smoke_tested_or_excused():
+    files = {p.name for p in (REPO / "benchmarks").glob("*.py")}
+    assert files == set(SMOKE_ARGS) | set(NOT_RUN), \
+        "add each new benchmark to SMOKE_ARGS (its smallest run) or to NOT_RUN (why not)"
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE_ARGS))
+def test_benchmark_smallest_scale(name):
+    _run([sys.executable, str(REPO / "benchmarks" / name)] + SMOKE_ARGS[name], timeout=180)
+
+
+def test_gpu_suite_cpu_smoke(tmp_path):
+    out = tmp_path / "suite"
+    proc = _run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh"), "--cpu-smoke", "--out", str(out)],
+                timeout=300)
+    doc = json.loads((out / "gpu_suite.json").read_text())
+    assert doc["ok"] is True and doc["failed"] == [], proc.stdout[-3000:]
+    assert doc["mode"] == "cpu-smoke"
+    assert list(doc["sections"]) == ["header", "ridge", "features", "generation"]
+    for name, section in doc["sections"].items():
+        assert section["ok"] and section["error"] is None, (name, section["traceback"])
+        assert _number(section["seconds"])
+
+    header = doc["sections"]["header"]["record"]
+    assert header["torch"] and header["date_utc"] and header["device"] == "cpu"
+
+    ridge = doc["sections"]["ridge"]["record"]["results"]
+    assert set(ridge) == {"fmrivid_gpu", "fmrivid_cpu", "himalaya_gpu"}
+    for name, row in ridge.items():
+        assert _number(row["seconds"]) and row["seconds"] > 0, name
+        assert _number(row["r2_median"]), name
+    for name in ("fmrivid_cpu", "himalaya_gpu"):
+        assert ridge[name]["vs"] == "fmrivid_gpu"
+        assert ridge[name]["max_abs_pred_diff"] < 1e-2 * ridge[name]["pred_abs_max"], ridge[name]
+        assert ridge[name]["alphas_agree"] >= 0.75, ridge[name]
+
+    features = doc["sections"]["features"]["record"]["results"]
+    assert set(features) == {"clip_vit_l14_image", "vae_sd15_encoder", "wav2vec2_base"}
+    for name, row in features.items():
+        for key in ("clips_per_s", "items_per_s", "peak_mib", "seconds"):
+            assert _number(row[key]) and row[key] > 0, (name, key, row[key])
+
+    generation = doc["sections"]["generation"]["record"]
+    assert {"naive", "tuned"} <= set(generation["results"])
+    for name, row in generation["results"].items():
+        assert _number(row["s_per_clip"]) and row["s_per_clip"] > 0, name
+        assert _number(row["peak_mib"]), name
+    assert _number(generation["cc2017_test_gpu_hours_tuned"]) and _number(generation["speedup_tuned_vs_naive"])
+
+    rows = (out / "gpu_suite.tsv").read_text().splitlines()
+    assert rows[0] == "section\tname\tmetric\tvalue\tunit"
+    assert {r.split("\t")[0] for r in rows[1:]} == {"header", "ridge", "features", "generation"}

@@ -204,7 +204,7 @@ def section_header(ctx):
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10)
-        if out.returncode == 0:
+        if out.returncode == 0 and commit is None:  # FMRIVID_COMMIT wins: a copied tree's .git may be stale
             commit = out.stdout.strip()
             status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                                     capture_output=True, text=True, timeout=10)

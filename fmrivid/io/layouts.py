@@ -61,8 +61,11 @@ def run_files(records, kind):
 
 
 def table_from_rule(dataset_cfg):
-    """True when the workflow writes the stimulus table (CC2017, or BIDS without a ``stimuli_table`` file)."""
+    """True when the workflow writes the stimulus table: CC2017; BIDS without a ``stimuli_table`` file, or whose
+    split comes from ``dataset.split`` (``list`` / ``repeats``) rather than the file's split column."""
     if dataset_cfg["layout"] == "cc2017":
+        return True
+    if (dataset_cfg.get("split") or {}).get("source", "table") != "table":
         return True
     return not (Path(dataset_cfg["root"]) / dataset_cfg["stimuli_table"]).exists()
 

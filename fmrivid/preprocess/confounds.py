@@ -36,7 +36,8 @@ def _settings(cfg):
                           f"found {strategy!r}")
     if strategy != "none" and columns:
         raise ConfigError("preprocess.confounds: expected either strategy or columns; "
-                          f"found strategy {strategy!r} and columns {columns}")
+                          f"found strategy {strategy!r} and columns {columns} (a later config layer that sets "
+                          f"one should set the other to none / [])")
     return strategy, columns
 
 

@@ -963,12 +963,17 @@ def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, sub
     ids, rec, _ = read_features(recon_path)
     _, gt, _ = read_features(frames_path, ids)
     frame_grid(gt, rec, ids, out_grid, max_clips=cfg["max_clips"], title=f"sub-{subject}: GT vs reconstruction")
-    preview_video(gt, rec, out_preview, fps=cfg["preview_fps"], clip_ids=ids)
+    keep = np.arange(len(ids))
+    if cfg.get("preview_clips") and len(ids) > cfg["preview_clips"]:  # evenly spaced: a shippable report
+        keep = np.unique(np.linspace(0, len(ids) - 1, cfg["preview_clips"]).round().astype(int))
+        log(f"preview: {len(keep)} of {len(ids)} test clips, evenly spaced (report.preview_clips)")
+    preview_video(gt[keep], rec[keep], out_preview, fps=cfg["preview_fps"], clip_ids=[ids[i] for i in keep])
     if out_preview_html:
         from fmrivid.report.html import video_page
 
         video_page(out_preview, out_preview_html, f"sub-{subject}: ground truth | reconstruction",
-                   "Every test clip in turn; ground truth on the left, reconstruction on the right (H.264 preview "
+                   f"{'Every test clip' if len(keep) == len(ids) else f'{len(keep)} of the {len(ids)} test clips, evenly spaced,'}"
+                   " in turn; ground truth on the left, reconstruction on the right (H.264 preview "
                    "for viewing only: metrics read the lossless arrays).")
 
 

@@ -971,9 +971,9 @@ def run_subject_figures(recon_path, frames_path, cfg, out_grid, out_preview, sub
     if out_preview_html:
         from fmrivid.report.html import video_page
 
+        shown = "Every test clip" if len(keep) == len(ids) else f"{len(keep)} of the {len(ids)} test clips, evenly spaced,"
         video_page(out_preview, out_preview_html, f"sub-{subject}: ground truth | reconstruction",
-                   f"{'Every test clip' if len(keep) == len(ids) else f'{len(keep)} of the {len(ids)} test clips, evenly spaced,'}"
-                   " in turn; ground truth on the left, reconstruction on the right (H.264 preview "
+                   f"{shown} in turn; ground truth on the left, reconstruction on the right (H.264 preview "
                    "for viewing only: metrics read the lossless arrays).")
 
 

@@ -52,6 +52,9 @@ if SIMULATE:
     TASK = _plan["task"]
     TR = float(_plan["tr"])
     STIMULUS_FILES = [f"{ROOT}/stimuli/{c}.mp4" for c in _plan["clip_ids"]]
+    RUN_RECORDS = {_s: layouts.demo_runs(ROOT, _s, TASK, RUNS) for _s in SUBJECTS}
+    TABLE_FROM_RULE = False
+    N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
 else:
     if not ROOT:
         raise WorkflowError("config key 'dataset.root': expected the folder holding your dataset (dataset.simulate "
@@ -66,21 +69,11 @@ else:
         _table = layouts.stimulus_table(DATASET)
     except fmrivid.errors.FmrividError as err:
         raise WorkflowError(str(err))
-    RUNS = sorted({_r["label"] for _recs in RUN_RECORDS.values() for _r in _recs})
     STIMULUS_FILES = sorted(set(_table["file"]))
-
-if SIMULATE:
-    N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
-else:
     N_TEST = int((_table["split"] == "test").sum())
 CHUNK_SIZE = int(config["generate"]["chunk_size"])
 CHUNKS = [f"{k:03d}" for k in range(max(1, -(-N_TEST // CHUNK_SIZE)))]  # generation/metrics jobs per subject
 
-if SIMULATE:
-    TABLE_FROM_RULE = False
-    RUN_RECORDS = {_s: [{"label": _r, **{k: str(getattr(bids.run_paths(ROOT, _s, TASK, _r), k))
-                                         for k in ("bold", "sidecar", "events")},
-                         "confounds": "", "group": "", "kind": "nifti"} for _r in RUNS] for _s in SUBJECTS}
 # The stimulus table: the dataset's own file, or written by rule stimulus_table (CC2017; BIDS without one).
 STIMULUS_TABLE = f"{RESULTS}/stimuli/clips.tsv" if TABLE_FROM_RULE else f"{ROOT}/{DATASET['stimuli_table']}"
 DECODE_TARGETS = list(config["decode"]["targets"])

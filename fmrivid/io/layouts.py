@@ -27,6 +27,18 @@ from fmrivid.io.atomic import atomic_path
 TABLE_COLUMNS = ["clip_id", "file", "caption", "split"]
 
 
+def record(label, bold, sidecar="", events="", confounds="", group="", kind="nifti"):
+    """One run record (str paths, '' where the layout has no such file): what Snakemake and the stage exchange."""
+    return {"label": str(label), "bold": str(bold), "sidecar": str(sidecar or ""), "events": str(events or ""),
+            "confounds": str(confounds or ""), "group": group, "kind": kind}
+
+
+def demo_runs(root, subject, task, labels):
+    """Records of the simulated demo's runs (written later by rule simulate_demo, in the plain BIDS layout)."""
+    return [record(r, *(getattr(bids.run_paths(root, subject, task, r), k) for k in ("bold", "sidecar", "events")))
+            for r in labels]
+
+
 def subjects(dataset_cfg):
     """Subject labels: ``dataset.subjects``, else (BIDS) every ``sub-*`` folder found."""
     if dataset_cfg["layout"] == "cc2017":
@@ -45,14 +57,10 @@ def runs(dataset_cfg, subject):
     """
     if dataset_cfg["layout"] == "cc2017":
         cc = dataset_cfg["cc2017"]
-        out = []
-        for seg, rep, _, path in cc2017.list_runs(dataset_cfg["root"], subject, cc):
-            out.append({"label": f"{seg}_{rep}", "bold": str(path), "sidecar": "", "events": "", "confounds": "",
-                        "group": seg, "kind": "cifti" if str(path).endswith(".dtseries.nii") else "nifti"})
-        return out
-    return [{"label": r.run, "bold": str(r.bold), "sidecar": str(r.sidecar or ""), "events": str(r.events or ""),
-             "confounds": str(r.confounds or ""), "group": "", "kind": "nifti"}
-            for r in bids.discover_runs(dataset_cfg, subject)]
+        return [record(f"{seg}_{rep}", path, group=seg,
+                       kind="cifti" if str(path).endswith(".dtseries.nii") else "nifti")
+                for seg, rep, _, path in cc2017.list_runs(dataset_cfg["root"], subject, cc)]
+    return [record(r.run, r.bold, r.sidecar, r.events, r.confounds) for r in bids.discover_runs(dataset_cfg, subject)]
 
 
 def run_files(records, kind):

@@ -94,12 +94,6 @@ def from_records(subject, records):
     return out
 
 
-def _confounds(c, cfg, n_rows):
-    """Nuisance regressors of a checked run for its kept rows (None when preprocess.confounds asks for none)."""
-    from fmrivid.preprocess.confounds import confound_matrix
-
-    conf = confound_matrix(c.run, cfg.get("confounds"), c.n_volumes)
-    return None if conf is None else conf[c.first:c.first + n_rows]
 
 
 @dataclass
@@ -143,6 +137,7 @@ class _Checked:
     last: int
     train: pd.DataFrame
     test: pd.DataFrame
+    confounds: Optional[np.ndarray] = None  # (n_volumes, k) nuisance regressors, untrimmed
 
 
 def validate_subject(runs, splits, tr, cfg):
@@ -197,12 +192,10 @@ def validate_subject(runs, splits, tr, cfg):
             if len(ev):
                 event_samples(np.zeros((n_kept, 1), np.float32), ev, tr, cfg["lag_s"], source=run.source,
                               **_sample_kwargs(cfg))
-        if run.confounds is not None or (cfg.get("confounds") or {}).get("columns") \
-                or (cfg.get("confounds") or {}).get("strategy", "none") != "none":
-            from fmrivid.preprocess.confounds import confound_matrix
+        from fmrivid.preprocess.confounds import confound_matrix
 
-            confound_matrix(run, cfg.get("confounds"), n_vol)  # a missing column stops here, before any data
-        checked.append(_Checked(run, img, n_vol, first, last, train, test))
+        conf = confound_matrix(run, cfg.get("confounds"), n_vol)  # a missing column stops here, before any data
+        checked.append(_Checked(run, img, n_vol, first, last, train, test, conf))
     ref = checked[0]
     for c in checked[1:]:
         if (ref.run.kind == "cifti") != (c.run.kind == "cifti"):
@@ -321,7 +314,7 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
     for c in checked:
         data = _load(c, columns=mask if is_cifti else None, mask=None if is_cifti else mask, cfg=cfg)
         mean = data.mean(axis=0, dtype=np.float64)
-        conf = _confounds(c, cfg, data.shape[0])
+        conf = None if c.confounds is None else c.confounds[c.first:c.first + data.shape[0]]
         if conf is not None:  # nuisance regression jointly with the detrending polynomial, then detrend/z-score
             from fmrivid.preprocess.confounds import regress_out
 

@@ -7,6 +7,7 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+
 report: "rules/report/workflow.rst"
 
 
@@ -22,13 +23,30 @@ include: "rules/common.smk"
 include: "rules/simulate.smk"
 include: "rules/preprocess.smk"
 include: "rules/features.smk"
-include: "rules/decode.smk"
+include: "rules/decoders.smk"
 include: "rules/generate.smk"
-include: "rules/evaluate.smk"
+include: "rules/metrics.smk"
 include: "rules/report.smk"
+
+
+# What `snakemake` (rule all) makes: tables, figures, previews and provenance of the report.
+FINAL_OUTPUTS = [
+    res("tables/metrics.tsv"),
+    res("tables/summary.tsv"),
+    res("report/metrics.png"),
+    *([res("report/training_curves.png")] if config["generate"]["method"] == "demo" else []),  # demo generator
+    res("report/provenance.yaml"),
+    *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
+    *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
+    *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
+    *EVALUATION_OUTPUTS,  # rules/report.smk
+    *PREPROCESS_OUTPUTS,  # rules/preprocess.smk (surface projection when enabled)
+    *optional_feature_outputs(),
+    *([res("report/decoder_curves.png")] if config["decode"]["neural"] else []),
+]
 
 
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        FINAL_OUTPUTS,

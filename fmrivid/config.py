@@ -1,7 +1,8 @@
 """Configuration: validate against the JSON schema, fill defaults, name bad keys.
 
-The schema (config/schema/config.schema.yaml) documents every key; ``describe``
-turns it into the reference table in README.md.
+The schema (fmrivid/schema/config.schema.yaml, inside the package) documents every key; the ``decode.<name>``
+sections of the neural decoders and the ``decode.neural`` choices come from their registry
+(fmrivid/decoders/registry.py). ``describe`` turns the whole into the reference in config/README.md.
 """
 
 from __future__ import annotations
@@ -14,13 +15,24 @@ import yaml
 
 from fmrivid.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema" / "config.schema.yaml"
 
 
 def load_schema(path=None):
-    """Load the config schema (YAML)."""
+    """Load the config schema (YAML), with the neural decoders' sections from their registry."""
+    from fmrivid.decoders import registry
+    from fmrivid.generate import methods
+
     with open(path or SCHEMA_PATH) as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    decode = schema["properties"]["decode"]["properties"]
+    decode["neural"]["items"]["enum"] = list(registry.DECODERS)
+    decode["neural"]["description"] = registry.neural_description()
+    decode.update(registry.schema_sections())
+    method = schema["properties"]["generate"]["properties"]["method"]
+    method["enum"] = list(methods.METHODS)
+    method["description"] = methods.schema_description()
+    return schema
 
 
 def _fill_defaults(schema, value):
@@ -111,7 +123,7 @@ def describe(schema=None, prefix=""):
 
 
 def markdown_table(schema=None):
-    """The config reference as a Markdown table (README.md embeds it; a test keeps them equal)."""
+    """The config reference as a Markdown table (the body of config/README.md)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, typ, default, desc in describe(schema):
         shown = "" if default == "" else f"`{default}`"
@@ -119,5 +131,32 @@ def markdown_table(schema=None):
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m fmrivid.config  -> print the reference table
-    print(markdown_table(), end="")
+REFERENCE_PATH = Path(__file__).resolve().parent.parent / "config" / "README.md"
+REFERENCE_COMMAND = "python -m fmrivid.config --write"
+
+
+def reference_markdown(schema=None):
+    """The whole of config/README.md: a header saying how it is made, then ``markdown_table``."""
+    header = (
+        "# Configuration reference\n\n"
+        "<!-- GENERATED FILE: do not edit by hand. -->\n"
+        "Generated from the config schema (the JSON schema read by `fmrivid.config.load_schema()`: every key's\n"
+        "`description`; the neural decoders' `decode.<name>` sections come from `fmrivid/decoders/registry.py`).\n"
+        "After changing either, regenerate this file with\n\n"
+        f"    {REFERENCE_COMMAND}        # or: python -m fmrivid.config > config/README.md\n\n"
+        "`tests/unit/test_docs.py` fails when this file and the schema disagree. Defaults are the real-data\n"
+        "settings; a run layers each `--configfile` over them in order (see the main README, *Concepts*).\n\n"
+    )
+    return header + markdown_table(schema)
+
+
+if __name__ == "__main__":  # python -m fmrivid.config [--write]  -> print (or write) config/README.md
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        REFERENCE_PATH.write_text(reference_markdown())
+        print(f"wrote {REFERENCE_PATH}")
+    elif sys.argv[1:]:
+        sys.exit("usage: python -m fmrivid.config [--write]   (print, or write config/README.md)")
+    else:
+        print(reference_markdown(), end="")

@@ -20,6 +20,9 @@ a local directory
 Nothing here downloads anything, sets ``trust_remote_code`` or calls
 ``torch.load``.  Kinds live in :data:`KINDS`; adding one (wav2vec2, captioner,
 unet) means adding one :class:`ModelKind` entry.
+
+One module (~750 lines) on purpose: it is the only door to model weights, so every spec form (tiny,
+local folder, hub cache, pipeline component) and every model kind's offline rules are in one place.
 """
 
 from __future__ import annotations

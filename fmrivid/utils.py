@@ -1,8 +1,7 @@
-"""Small shared helpers: logging to a rule's log, module hashes, clip seeds, devices."""
+"""Small shared helpers: logging to a rule's log, clip seeds, threads, running a stage (torch-free)."""
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 import zlib
@@ -10,24 +9,6 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
-
-def code_hash(*parts):
-    """SHA-256 (16 hex digits) of the source files of fmrivid modules or subpackages.
-
-    ``parts`` are paths relative to the package, e.g. ``"preprocess"`` (a folder)
-    or ``"io/nifti.py"``. Put the result in a rule's params so that editing the
-    code a rule runs reruns that rule and what depends on it, and nothing else.
-    """
-    h = hashlib.sha256()
-    for part in parts:
-        target = PACKAGE_DIR / part
-        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
-        if not files or not all(f.exists() for f in files):
-            raise FileNotFoundError(f"code_hash: no fmrivid module at {target}")
-        for f in files:
-            h.update(str(f.relative_to(PACKAGE_DIR)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 class Logger:
@@ -54,15 +35,6 @@ def clip_seed(seed, clip_id):
     """A per-clip seed from the master seed and the clip id (independent of batching)."""
     return (int(seed) * 1_000_003 + zlib.crc32(str(clip_id).encode())) % (2**31 - 1)
 
-
-def resolve_device(name, log=print):
-    """Return a torch device name; fall back to CPU with a message when CUDA is absent."""
-    import torch
-
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        log(f"device {name!r} requested but CUDA is not available: using cpu")
-        return "cpu"
-    return str(name)
 
 
 def set_threads(n):

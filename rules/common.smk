@@ -1,4 +1,6 @@
-# Helper functions only (no rules): config validation, dataset layout, paths, code hashes.
+# Helper functions only (no rules): config validation, dataset layout, paths, stage fingerprints, input functions.
+# Depends on nothing defined later: every rule file may read what is here, nothing here reads a rule file.
+import functools
 import sys
 from pathlib import Path
 
@@ -9,7 +11,9 @@ from snakemake.exceptions import WorkflowError
 import fmrivid.config
 import fmrivid.errors
 from fmrivid.io import bids, layouts
-from fmrivid.utils import code_hash
+from fmrivid.decoders import registry as decoder_registry
+from fmrivid.fingerprint import fingerprint
+from fmrivid.generate.methods import METHODS as GENERATION_METHODS
 
 CONFIG_FILES = [str(Path(f)) for f in (workflow.overwrite_configfiles or [])]
 if not config and not CONFIG_FILES:  # bare `snakemake`: the demo preset, said out loud
@@ -20,9 +24,7 @@ if not config and not CONFIG_FILES:  # bare `snakemake`: the demo preset, said o
     config.update(_yaml.safe_load(open(CONFIG_FILES[0])))
 
 try:
-    _validated = fmrivid.config.validate(
-        config, fmrivid.config.load_schema(Path(workflow.basedir) / "config/schema/config.schema.yaml")
-    )
+    _validated = fmrivid.config.validate(config, fmrivid.config.load_schema())
 except fmrivid.errors.ConfigError as err:
     raise WorkflowError(str(err))
 
@@ -57,9 +59,11 @@ if SIMULATE:
     N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
 else:
     if not ROOT:
-        raise WorkflowError("config key 'dataset.root': expected the folder holding your dataset (dataset.simulate "
-                            f"is false); found it unset in {CONFIG_FILES or 'the --config values'}. Start from a "
-                            "preset: --configfile config/bids.yaml (edit dataset), or config/demo.yaml for the demo")
+        raise WorkflowError(
+            "config key 'dataset.root': expected the folder holding your dataset (dataset.simulate "
+            f"is false); found it unset in {CONFIG_FILES or 'the --config values'}. Start from a "
+            "preset: --configfile config/bids.yaml (edit dataset), or config/demo.yaml for the demo"
+        )
     TASK = DATASET["task"]
     TR = float(DATASET["tr"])
     try:  # file names and small TSVs only: which runs, which clips
@@ -97,8 +101,27 @@ def run_records(wildcards):
 
 def all_run_files():
     """Every raw file of every subject's runs (for checksums in the provenance page)."""
-    return sorted({r[k] for recs in RUN_RECORDS.values() for r in recs
-                   for k in ("bold", "sidecar", "events", "confounds") if r[k]})
+    return sorted(
+        {
+            r[k]
+            for recs in RUN_RECORDS.values()
+            for r in recs
+            for k in ("bold", "sidecar", "events", "confounds")
+            if r[k]
+        }
+    )
+
+
+@functools.cache  # one fingerprint per domain and Snakemake start
+def stage(domain):
+    """params.stage of the rules of rules/<domain>.smk.
+
+    It holds the stage module fmrivid.<domain>.stages (the function named as the rule runs, see fmrivid/runner.py)
+    and the fingerprint of everything that module imports within fmrivid. An edit to any code a rule can run
+    changes the fingerprint, so that the rule and its dependents rerun, and nothing else.
+    """
+    name = f"fmrivid.{domain}.stages"
+    return {"module": name, "code": fingerprint(name, "fmrivid.runner")}
 
 
 def res(path):
@@ -129,26 +152,8 @@ def gt_mem_mb():
     return max(4000, 2000 + -(-pixels * 24 // 10**6))
 
 
-def final_outputs():
-    return [
-        res("tables/metrics.tsv"),
-        res("tables/summary.tsv"),
-        res("report/metrics.png"),
-        *([res("report/training_curves.png")] if config["generate"]["method"] == "demo" else []),  # demo generator
-        res("report/provenance.yaml"),
-        *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),
-        *expand(res("report/sub-{sub}_preview.mp4"), sub=SUBJECTS),
-        *expand(res("qc/sub-{sub}_selection.png"), sub=SUBJECTS),
-        *EVALUATION_OUTPUTS,  # defined in rules/report.smk
-        *PREPROCESS_OUTPUTS,  # defined in rules/preprocess.smk (surface projection when enabled)
-        *optional_feature_outputs(),
-        *([res("report/decoder_curves.png")] if config["decode"]["neural"] else []),
-    ]
-
-
 # ----------------------------------------------------------------------------- features (rules/features.smk)
 FEATURES = config["features"]
-FEATURE_CODE = ("features", "models.py", "extractor_kinds.py", "io/h5.py", "io/atomic.py", "io/video.py")
 
 
 def all_event_files():
@@ -158,19 +163,15 @@ def all_event_files():
 
 def captions_input(wildcards):
     """The splits; the frames too when a captioner runs (features.captions.source is not metadata)."""
-    files = {"splits": res("splits.tsv")}
+    files = {"splits_path": res("splits.tsv")}
     if FEATURES["captions"]["source"] != "metadata":
-        files["frames"] = res("features/frames.h5")
+        files["frames_path"] = res("features/frames.h5")
     return files
 
 
 def vae_input(wildcards):
     """The generator's trained VAE when features.vae_model is 'generator'; else nothing (a model spec)."""
-    return {"vae": f"{GENERATOR}/vae"} if FEATURES["vae_model"] == "generator" else {}
-
-
-def vae_spec(wildcards, input):
-    return input.vae if FEATURES["vae_model"] == "generator" else FEATURES["vae_model"]
+    return {"vae_dir": f"{GENERATOR}/vae"} if FEATURES["vae_model"] == "generator" else {}
 
 
 def optional_feature_outputs():
@@ -191,8 +192,13 @@ def optional_feature_outputs():
     return out
 
 
-# ----------------------------------------------------------------------------- input functions of decode/generate/evaluate
-# (kept here: `snakemake --lint` wants functions apart from rules; they read globals set in those files)
+# ----------------------------------------------------------------------------- decoders, generation, metrics
+# (input functions live here: `snakemake --lint` wants functions apart from rules)
+NEURAL = [d for d in config["decode"]["neural"] if d in decoder_registry.NEURAL]  # rule neural_decode's decoders
+DIFFUSERS = GENERATION_METHODS[METHOD].diffusers  # a diffusers pipeline (else the demo generator trained here)
+FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
+SURFACE = config["preprocess"]["surface"]
+LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
 
 
 def _first_frame_pred(wildcards):
@@ -201,40 +207,48 @@ def _first_frame_pred(wildcards):
         return res(f"predictions/structure/sub-{wildcards.sub}_vae.h5")
     if "vae" in DECODE_TARGETS:
         return res(f"predictions/ridge/sub-{wildcards.sub}_vae.h5")
-    raise WorkflowError("decode.neural has motion/fusion: they need decoded first-frame latents, from "
-                        "'structure' in decode.neural or 'vae' in decode.targets; found neither")
+    raise WorkflowError(
+        "decode.neural has motion/fusion: they need decoded first-frame latents, from "
+        "'structure' in decode.neural or 'vae' in decode.targets; found neither"
+    )
 
 
 def _decoded_text(wildcards):
-    return res(f"predictions/{'semantic' if 'semantic' in config['decode']['neural'] else 'ridge'}/"
-               f"sub-{wildcards.sub}_text.h5")
+    return res(
+        f"predictions/{'semantic' if 'semantic' in config['decode']['neural'] else 'ridge'}/"
+        f"sub-{wildcards.sub}_text.h5"
+    )
+
+
+DECODED_INPUTS = {"first": _first_frame_pred, "text": _decoded_text}  # registry Decoder.decoded -> input function
 
 
 def neural_inputs(wildcards):
-    d = wildcards.decoder
-    files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5")}
-    if d == "semantic":
-        files.update(text=res("features/text.h5"), video=res("features/image.h5"))
-    elif d == "structure":
-        files.update(vae=res("features/vae.h5"))
-    else:
-        files.update(vae_frames=res("features/vae_frames.h5"), first=_first_frame_pred(wildcards))
-        if d == "fusion":
-            files.update(audio=res("features/wav2vec.h5"), text=res("features/text.h5"),
-                         decoded_text=_decoded_text(wildcards))
+    """Inputs of neural_decode from the decoder registry entry. They are its samples, its target and extra feature
+    files (by data key) and the decoded inputs it reads from other decoders (``decoded_<key>``)."""
+    d = decoder_registry.get(wildcards.decoder)
+    files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5"), "features": res(f"features/{d.target}.h5")}
+    files.update({key: res(f"features/{stem}.h5") for key, stem in d.features.items()})
+    files.update({f"decoded_{key}": DECODED_INPUTS[key](wildcards) for key in d.decoded})
     return files
 
 
 def decoder_tables():
     """metrics/decoders/<decoder>_sub-XX_<target>.tsv of every decoder in decode.neural."""
-    return [res(f"metrics/decoders/{d}_sub-{s}_{_dstage.TARGET[d]}.tsv")
-            for d in config["decode"]["neural"] for s in SUBJECTS]
+    return [
+        res(f"metrics/decoders/{d}_sub-{s}_{decoder_registry.get(d).target}.tsv")
+        for d in config["decode"]["neural"]
+        for s in SUBJECTS
+    ]
 
 
 def decoder_losses(wildcards=None):
     """Loss curves of every decoder in decode.neural (name -> TSV), for the report."""
-    return {f"{d} sub-{s}": res(f"models/{d}/sub-{s}_{_dstage.TARGET[d]}_losses.tsv")
-            for d in config["decode"]["neural"] for s in SUBJECTS}
+    return {
+        f"{d} sub-{s}": res(f"models/{d}/sub-{s}_{decoder_registry.get(d).target}_losses.tsv")
+        for d in config["decode"]["neural"]
+        for s in SUBJECTS
+    }
 
 
 def _decoded_latents(sub, kind):
@@ -250,26 +264,32 @@ def _decoded_latents(sub, kind):
                 return res(f"predictions/{d}/sub-{sub}_vae_frames.h5")
         target = "vae_frames"
     if target not in DECODE_TARGETS:
-        raise WorkflowError(f"generate.method {METHOD!r} needs decoded {target} latents: add {target!r} to "
-                            f"decode.targets (or {'structure' if kind == 'first' else 'motion'} to decode.neural); "
-                            f"found targets {DECODE_TARGETS}")
+        raise WorkflowError(
+            f"generate.method {METHOD!r} needs decoded {target} latents: add {target!r} to "
+            f"decode.targets (or {'structure' if kind == 'first' else 'motion'} to decode.neural); "
+            f"found targets {DECODE_TARGETS}"
+        )
     return res(f"predictions/ridge/sub-{sub}_{target}.h5")
 
 
 def generate_inputs(wildcards):
-    """Inputs of generate_chunk: the demo generator and decoded caption embeddings, or (diffusers methods) the
-    decoded token embeddings, their ridge model + the fMRI (mean-training-fMRI negative), decoded latents."""
+    """Inputs of generate_chunk, from the method's entry in fmrivid/generate/methods.py: its decoded inputs, and
+    the demo generator's models, or (diffusers) the token decoder + the fMRI (the mean-training-fMRI negative)."""
     sub = wildcards.sub
+    decoded = {
+        "caption": lambda: res(f"predictions/ridge/sub-{sub}_text.h5"),
+        "tokens": lambda: res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
+        "first": lambda: _decoded_latents(sub, "first"),
+        "frames": lambda: _decoded_latents(sub, "frames"),
+    }
+    files = {key: decoded[kind]() for key, kind in GENERATION_METHODS[METHOD].decoded.items()}
     if not DIFFUSERS:
-        return {"pred": res(f"predictions/ridge/sub-{sub}_text.h5"), "vae": f"{GENERATOR}/vae",
-                "diffusion": f"{GENERATOR}/diffusion"}
-    files = {"text_tokens": res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
-             "token_model": res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
-             "fmri": res(f"fmri/sub-{sub}.h5")}
-    if METHOD == "structure_motion":
-        files.update(first_frame=_decoded_latents(sub, "first"), motion=_decoded_latents(sub, "frames"))
-    elif METHOD == "two_stage":
-        files.update(vae=_decoded_latents(sub, "first"))
+        files.update(vae_dir=f"{GENERATOR}/vae", diffusion_dir=f"{GENERATOR}/diffusion")
+        return files
+    files.update(
+        token_model=res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
+        fmri_path=res(f"fmri/sub-{sub}.h5"),
+    )
     if FINETUNE:
         files["pipeline"] = f"{GENERATOR}/finetuned"
     return files
@@ -282,5 +302,14 @@ def recon_ids(wildcards):
 
 def classifier_input(wildcards):
     """The demo classifier trained in the workflow, when evaluate.frame_classifier is 'demo'."""
-    return {"classifier": res("models/demo_classifier.safetensors")} \
-        if config["evaluate"]["frame_classifier"] == "demo" else {}
+    return (
+        {"classifier_path": res("models/demo_classifier.safetensors")}
+        if config["evaluate"]["frame_classifier"] == "demo"
+        else {}
+    )
+
+
+import fmrivid.metrics.stages as _metric_stages
+
+EVAL_METHODS = _metric_stages.eval_methods(config)  # the generation methods evaluated, main first, controls after
+COMPARE = _metric_stages.compare_pair(config)  # the pair of methods the qualitative protocol compares

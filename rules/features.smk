@@ -2,17 +2,14 @@
 # and cached in HDF5. Feature rules read only stimuli and the features config: changing a decoder or
 # generator sampling setting reruns none of them.
 
+
 rule frames:
     input:
-        splits=res("splits.tsv"),
-        events=all_event_files(),
+        splits_path=res("splits.tsv"),
+        events_paths=all_event_files(),
         videos=STIMULUS_FILES,
     output:
         res("features/frames.h5"),
-    params:
-        n_frames=FEATURES["n_frames"],
-        size=FEATURES["size"],
-        code=code_hash("features/frames.py", "io/h5.py", "io/atomic.py", "io/video.py"),
     log:
         log_path("frames"),
     benchmark:
@@ -25,8 +22,12 @@ rule frames:
     resources:
         mem_mb=mem(2000),
         runtime=30,
+    params:
+        n_frames=FEATURES["n_frames"],
+        size=FEATURES["size"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/frames.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule captions:
@@ -34,11 +35,6 @@ rule captions:
         unpack(captions_input),
     output:
         res("features/captions.tsv"),
-    params:
-        cfg=FEATURES["captions"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash("stimuli/captions.py", *FEATURE_CODE),
     log:
         log_path("captions"),
     benchmark:
@@ -51,21 +47,20 @@ rule captions:
     resources:
         mem_mb=mem(4000),
         runtime=60,
+    params:
+        cfg=FEATURES["captions"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/captions.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule text_features:
     input:
-        captions=res("features/captions.tsv"),
+        captions_path=res("features/captions.tsv"),
     output:
         res("features/text.h5"),
-    params:
-        model=FEATURES["text_model"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("text_features"),
     benchmark:
@@ -78,21 +73,21 @@ rule text_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        model=FEATURES["text_model"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/text_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule clip_text_features:
     input:
-        captions=res("features/captions.tsv"),
+        captions_path=res("features/captions.tsv"),
     output:
         res("features/clip_text.h5"),
-    params:
-        model=FEATURES["image_model"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("clip_text_features"),
     benchmark:
@@ -105,21 +100,21 @@ rule clip_text_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        model=FEATURES["image_model"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/clip_text_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule token_features:
     input:
-        captions=res("features/captions.tsv"),
+        captions_path=res("features/captions.tsv"),
     output:
         res("features/text_tokens.h5"),
-    params:
-        model=FEATURES["tokens"]["model"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("token_features"),
     benchmark:
@@ -132,22 +127,21 @@ rule token_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        model=FEATURES["tokens"]["model"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/token_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule image_features:
     input:
-        frames=res("features/frames.h5"),
+        frames_path=res("features/frames.h5"),
     output:
         res("features/image.h5"),
-    params:
-        model=FEATURES["image_model"],
-        which=FEATURES["image_frame"],
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("image_features"),
     benchmark:
@@ -160,22 +154,23 @@ rule image_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        model=FEATURES["image_model"],
+        which=FEATURES["image_frame"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/image_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule vae_features:
     input:
         unpack(vae_input),
-        frames=res("features/frames.h5"),
+        frames_path=res("features/frames.h5"),
     output:
         res("features/vae.h5"),
-    params:
-        vae=vae_spec,
-        frames="first",
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("vae_features"),
     benchmark:
@@ -188,22 +183,21 @@ rule vae_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        vae=FEATURES["vae_model"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/vae_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule vae_video_features:
     input:
         unpack(vae_input),
-        frames=res("features/frames.h5"),
+        frames_path=res("features/frames.h5"),
     output:
         res("features/vae_frames.h5"),
-    params:
-        vae=vae_spec,
-        frames="all",
-        batch_size=FEATURES["batch_size"],
-        device=FEATURES["device"],
-        code=code_hash(*FEATURE_CODE),
     log:
         log_path("vae_video_features"),
     benchmark:
@@ -216,22 +210,22 @@ rule vae_video_features:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        vae=FEATURES["vae_model"],
+        batch_size=FEATURES["batch_size"],
+        device=FEATURES["device"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/vae_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule audio:
     input:
-        captions=res("features/captions.tsv"),
-        events=all_event_files(),
-        splits=res("splits.tsv"),
+        captions_path=res("features/captions.tsv"),
+        events_paths=all_event_files(),
+        splits_path=res("splits.tsv"),
     output:
-        directory(res("audio")),
-    params:
-        cfg=FEATURES["audio"],
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash("stimuli/audio.py", *FEATURE_CODE),
+        dir=directory(res("audio")),
     log:
         log_path("audio"),
     benchmark:
@@ -244,21 +238,20 @@ rule audio:
     resources:
         mem_mb=mem(6000),
         runtime=120,
+    params:
+        cfg=FEATURES["audio"],
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/audio.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule wav2vec_features:
     input:
-        audio=res("audio"),
+        audio_dir=res("audio"),
     output:
         res("features/wav2vec.h5"),
-    params:
-        cfg=FEATURES["wav2vec"],
-        tr=TR,
-        device=FEATURES["device"],
-        seed=config["seed"],
-        code=code_hash("stimuli/audio.py", *FEATURE_CODE),
     log:
         log_path("wav2vec_features"),
     benchmark:
@@ -271,18 +264,21 @@ rule wav2vec_features:
     resources:
         mem_mb=mem(4000),
         runtime=60,
+    params:
+        cfg=FEATURES["wav2vec"],
+        tr=TR,
+        device=FEATURES["device"],
+        seed=config["seed"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/wav2vec_features.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule flow_features:
     input:
-        frames=res("features/frames.h5"),
+        frames_path=res("features/frames.h5"),
     output:
         res("features/flow.h5"),
-    params:
-        cfg=FEATURES["flow"],
-        code=code_hash("features/flow.py", "io/h5.py", "io/atomic.py"),
     log:
         log_path("flow_features"),
     benchmark:
@@ -295,5 +291,8 @@ rule flow_features:
     resources:
         mem_mb=mem(2000),
         runtime=30,
+    params:
+        cfg=FEATURES["flow"],
+        stage=stage("features"),
     script:
-        "../workflow_scripts/flow_features.py"
+        "../workflow_scripts/run_stage.py"

@@ -3,14 +3,10 @@
 
 rule train_demo_vae:
     input:
-        frames=res("features/frames.h5"),
-        splits=res("splits.tsv"),
+        frames_path=res("features/frames.h5"),
+        splits_path=res("splits.tsv"),
     output:
-        directory(f"{GENERATOR}/vae"),
-    params:
-        cfg={k: config["generate"][k] for k in ("device", "vae")},  # sampling settings do not retrain it
-        seed=config["seed"],
-        code=code_hash("generate/__init__.py", "generate/demo.py", "io"),  # not pipelines.py / finetune.py
+        dir=directory(f"{GENERATOR}/vae"),
     log:
         log_path("train_demo_vae"),
     benchmark:
@@ -24,22 +20,22 @@ rule train_demo_vae:
         mem_mb=mem(6000),
         runtime=60,
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    params:
+        cfg={k: config["generate"][k] for k in ("device", "vae")},  # sampling settings do not retrain it
+        seed=config["seed"],
+        stage=stage("generate"),
     script:
-        "../workflow_scripts/train_demo_vae.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule train_demo_unet:
     input:
-        frames=res("features/frames.h5"),
-        text=res("features/text.h5"),
-        splits=res("splits.tsv"),
-        vae=f"{GENERATOR}/vae",
+        frames_path=res("features/frames.h5"),
+        text_path=res("features/text.h5"),
+        splits_path=res("splits.tsv"),
+        vae_dir=f"{GENERATOR}/vae",
     output:
-        directory(f"{GENERATOR}/diffusion"),
-    params:
-        cfg={k: config["generate"][k] for k in ("device", "unet")},
-        seed=config["seed"],
-        code=code_hash("generate/__init__.py", "generate/demo.py", "io"),
+        dir=directory(f"{GENERATOR}/diffusion"),
     log:
         log_path("train_demo_unet"),
     benchmark:
@@ -53,48 +49,52 @@ rule train_demo_unet:
         mem_mb=mem(8000),
         runtime=120,
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    params:
+        cfg={k: config["generate"][k] for k in ("device", "unet")},
+        seed=config["seed"],
+        stage=stage("generate"),
     script:
-        "../workflow_scripts/train_demo_unet.py"
+        "../workflow_scripts/run_stage.py"
 
 
 # ----------------------------------------------------------------------------- diffusers generator
 # generate.method text_to_video / structure_motion / two_stage: the pipeline of generate.pipeline, conditioned on
 # ridge-decoded caption token embeddings (negative: the tokens decoded from the mean TRAINING fMRI), and for the
 # img2img methods on decoded latents of the generator's own VAE.
-import fmrivid.stages as _stages
+import fmrivid.generate.stages as _generate_stages
 
-DIFFUSERS = METHOD != "demo"
-FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
 if DIFFUSERS:
     try:
-        _stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
+        _generate_stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
     except fmrivid.errors.ConfigError as err:
         raise WorkflowError(str(err))
     _pipe = config["generate"]["pipeline"]
     _made = (_pipe["num_frames"], _pipe["height"], _pipe["width"])
     _truth = (FEATURES["n_frames"], FEATURES["size"], FEATURES["size"])
     if _made != _truth:
-        raise WorkflowError(f"generate.pipeline num_frames/height/width: expected the ground-truth clips' "
-                            f"features.n_frames/size/size {_truth} (metrics compare frame by frame); found {_made}")
+        raise WorkflowError(
+            f"generate.pipeline num_frames/height/width: expected the ground-truth clips' "
+            f"features.n_frames/size/size {_truth} (metrics compare frame by frame); found {_made}"
+        )
     if "text_tokens" not in DECODE_TARGETS:
-        raise WorkflowError(f"generate.method {METHOD!r} is conditioned on decoded caption token embeddings: "
-                            f"decode.targets must include 'text_tokens'; found {DECODE_TARGETS}")
+        raise WorkflowError(
+            f"generate.method {METHOD!r} is conditioned on decoded caption token embeddings: "
+            f"decode.targets must include 'text_tokens'; found {DECODE_TARGETS}"
+        )
     if not FEATURES["tokens"]["enabled"]:
-        raise WorkflowError(f"generate.method {METHOD!r} needs features/text_tokens.h5: features.tokens.enabled "
-                            f"must be true; found false")
+        raise WorkflowError(
+            f"generate.method {METHOD!r} needs features/text_tokens.h5: features.tokens.enabled "
+            f"must be true; found false"
+        )
 
 
 rule finetune_generator:
     input:
-        vae_frames=res("features/vae_frames.h5"),
-        tokens=res("features/text_tokens.h5"),
-        splits=res("splits.tsv"),
+        vae_frames_path=res("features/vae_frames.h5"),
+        tokens_path=res("features/text_tokens.h5"),
+        splits_path=res("splits.tsv"),
     output:
-        directory(f"{GENERATOR}/finetuned"),
-    params:
-        cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
-        seed=config["seed"],
-        code=code_hash("generate", "decoders/train.py", "models.py", "extractor_kinds.py", "io"),
+        dir=directory(f"{GENERATOR}/finetuned"),
     log:
         log_path("finetune_generator"),
     benchmark:
@@ -108,8 +108,12 @@ rule finetune_generator:
         mem_mb=mem(16000),
         runtime=240,
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    params:
+        cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
+        seed=config["seed"],
+        stage=stage("generate"),
     script:
-        "../workflow_scripts/finetune_generator.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule generate_chunk:
@@ -117,20 +121,12 @@ rule generate_chunk:
         unpack(generate_inputs),
     output:
         res("recon/{method}/sub-{sub}/chunk-{chunk}.h5"),
-    wildcard_constraints:
-        chunk=r"\d+",
-    params:
-        cfg=config["generate"],
-        seed=config["seed"],
-        chunk=lambda wc: int(wc.chunk),
-        n_total=N_TEST,
-        shuffle=lambda wc: wc.method.endswith("_shuffled"),
-        code=code_hash("generate", "io", "metrics/stats.py", "decoders/ridge.py", "models.py", "extractor_kinds.py",
-                       "preprocess/pipeline.py"),
     log:
         log_path("generate_{method}_sub-{sub}_chunk-{chunk}"),
     benchmark:
         bench_path("generate_{method}_sub-{sub}_chunk-{chunk}")
+    wildcard_constraints:
+        chunk=r"\d+",
     group:
         "generate"
     conda:
@@ -140,20 +136,24 @@ rule generate_chunk:
         mem_mb=mem(16000 if DIFFUSERS else 6000),
         runtime=240 if DIFFUSERS else 60,
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    params:
+        cfg=config["generate"],
+        seed=config["seed"],
+        chunk=lambda wc: int(wc.chunk),
+        n_total=N_TEST,
+        shuffle=lambda wc: wc.method.endswith("_shuffled"),
+        stage=stage("generate"),
     script:
-        "../workflow_scripts/generate.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule merge_recon:
     input:
-        chunks=expand(res("recon/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
-        pred=recon_ids,
+        chunk_paths=expand(res("recon/{{method}}/sub-{{sub}}/chunk-{chunk}.h5"), chunk=CHUNKS),
+        pred_path=recon_ids,
     output:
         recon=res("recon/{method}/sub-{sub}.h5"),  # the lossless array the metrics read
         mp4=directory(res("videos/{method}/sub-{sub}")),  # one H.264 MP4 per clip, for viewing
-    params:
-        fps=config["report"]["preview_fps"],
-        code=code_hash("io"),
     log:
         log_path("merge_recon_{method}_sub-{sub}"),
     benchmark:
@@ -166,5 +166,8 @@ rule merge_recon:
     resources:
         mem_mb=mem(4000),
         runtime=20,
+    params:
+        fps=config["report"]["preview_fps"],
+        stage=stage("generate"),
     script:
-        "../workflow_scripts/merge_recon.py"
+        "../workflow_scripts/run_stage.py"

@@ -9,9 +9,6 @@ if TABLE_FROM_RULE:
             events=all_event_files(),
         output:
             STIMULUS_TABLE,
-        params:
-            dataset=DATASET,
-            code=code_hash("io"),
         log:
             log_path("stimulus_table"),
         benchmark:
@@ -24,17 +21,18 @@ if TABLE_FROM_RULE:
         resources:
             mem_mb=mem(1000),
             runtime=5,
+        params:
+            dataset=DATASET,
+            stage=stage("preprocess"),
         script:
-            "../workflow_scripts/stimulus_table.py"
+            "../workflow_scripts/run_stage.py"
 
 
 rule splits:
     input:
-        table=STIMULUS_TABLE,
+        table_path=STIMULUS_TABLE,
     output:
         res("splits.tsv"),
-    params:
-        code=code_hash("io"),
     log:
         log_path("splits"),
     benchmark:
@@ -47,11 +45,10 @@ rule splits:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        stage=stage("preprocess"),
     script:
-        "../workflow_scripts/splits.py"
-
-
-LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
+        "../workflow_scripts/run_stage.py"
 
 
 rule preprocess:
@@ -60,7 +57,7 @@ rule preprocess:
         sidecar=run_files("sidecar"),
         events=run_files("events"),
         confounds=run_files("confounds"),
-        splits=res("splits.tsv"),
+        splits_path=res("splits.tsv"),
         lag_features=res(f"features/{LAG_FEATURE}.h5") if LAG_FEATURE else [],
     output:
         h5=res("fmri/sub-{sub}.h5"),
@@ -94,13 +91,6 @@ rule preprocess:
             category="1. Preprocessing",
             subcategory="sub-{sub}",
         ),
-    params:
-        runs=run_records,
-        tr=TR,
-        layout=DATASET["layout"],
-        truth_dir=f"{ROOT}/derivatives/ground_truth" if SIMULATE else "",
-        cfg=config["preprocess"],
-        code=code_hash("preprocess", "io"),
     log:
         log_path("preprocess_sub-{sub}"),
     benchmark:
@@ -113,12 +103,19 @@ rule preprocess:
     resources:
         mem_mb=mem(4000),
         runtime=30,
+    params:
+        runs=run_records,
+        subject=lambda wc: wc.sub,
+        tr=TR,
+        layout=DATASET["layout"],
+        truth_dir=f"{ROOT}/derivatives/ground_truth" if SIMULATE else "",
+        cfg=config["preprocess"],
+        stage=stage("preprocess"),
     script:
-        "../workflow_scripts/preprocess.py"
+        "../workflow_scripts/run_stage.py"
 
 
 # Surface projection (nilearn vol_to_surf) of the preprocessed samples, GIfTI per hemisphere, optional flat maps.
-SURFACE = config["preprocess"]["surface"]
 
 
 # Optional preprocessing outputs requested by rule all (final_outputs in common.smk).
@@ -133,7 +130,7 @@ PREPROCESS_OUTPUTS = (
 
 rule surface:
     input:
-        res("fmri/sub-{sub}.h5"),
+        fmri_path=res("fmri/sub-{sub}.h5"),
     output:
         left=res("surface/sub-{sub}_hemi-L.func.gii"),
         right=res("surface/sub-{sub}_hemi-R.func.gii"),
@@ -144,9 +141,6 @@ rule surface:
             category="1. Preprocessing",
             subcategory="sub-{sub}",
         ),
-    params:
-        cfg=SURFACE,
-        code=code_hash("preprocess", "io"),
     log:
         log_path("surface_sub-{sub}"),
     benchmark:
@@ -159,5 +153,8 @@ rule surface:
     resources:
         mem_mb=mem(2000),
         runtime=20,
+    params:
+        cfg=SURFACE,
+        stage=stage("preprocess"),
     script:
-        "../workflow_scripts/preprocess_surface.py"
+        "../workflow_scripts/run_stage.py"

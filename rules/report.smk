@@ -3,8 +3,8 @@
 
 rule subject_figures:
     input:
-        recon=res(f"recon/{METHOD}/sub-{{sub}}.h5"),
-        frames=res("features/frames.h5"),
+        recon_path=res(f"recon/{METHOD}/sub-{{sub}}.h5"),
+        frames_path=res("features/frames.h5"),
     output:
         grid=report(
             res("report/sub-{sub}_grid.png"),
@@ -24,9 +24,6 @@ rule subject_figures:
             category="3. Reconstructions",
             subcategory="sub-{sub}",
         ),
-    params:
-        cfg=config["report"],
-        code=code_hash("report"),
     log:
         log_path("subject_figures_sub-{sub}"),
     benchmark:
@@ -39,15 +36,19 @@ rule subject_figures:
     resources:
         mem_mb=mem(2000),
         runtime=10,
+    params:
+        subject=lambda wc: wc.sub,
+        cfg=config["report"],
+        stage=stage("report"),
     script:
-        "../workflow_scripts/subject_figures.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule metric_tables_html:
     input:
-        long=res("tables/metrics.tsv"),
-        wilcoxon=res("tables/wilcoxon.tsv"),
-        published=res("tables/cc2017_comparison.tsv"),
+        long_path=res("tables/metrics.tsv"),
+        wilcoxon_path=res("tables/wilcoxon.tsv"),
+        published_path=res("tables/cc2017_comparison.tsv"),
     output:
         report(
             res("report/metrics_table.html"),
@@ -55,8 +56,6 @@ rule metric_tables_html:
             category="4. Metrics",
             subcategory="Tables",
         ),
-    params:
-        code=code_hash("report", "metrics/table.py"),
     log:
         log_path("metric_tables_html"),
     benchmark:
@@ -69,13 +68,15 @@ rule metric_tables_html:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        stage=stage("report"),
     script:
-        "../workflow_scripts/metric_tables_html.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule metric_figure:
     input:
-        res("tables/metrics.tsv"),
+        table_path=res("tables/metrics.tsv"),
     output:
         report(
             res("report/metrics.png"),
@@ -83,8 +84,6 @@ rule metric_figure:
             category="4. Metrics",
             subcategory="Figures",
         ),
-    params:
-        code=code_hash("report"),
     log:
         log_path("metric_figure"),
     benchmark:
@@ -97,22 +96,22 @@ rule metric_figure:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        stage=stage("report"),
     script:
-        "../workflow_scripts/metric_figure.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule training_curves:
     input:
         vae=f"{GENERATOR}/vae",
-        diffusion=f"{GENERATOR}/diffusion",
+        unet=f"{GENERATOR}/diffusion",
     output:
         report(
             res("report/training_curves.png"),
             caption="report/training_curves.rst",
             category="2. Training",
         ),
-    params:
-        code=code_hash("report"),
     log:
         log_path("training_curves"),
     benchmark:
@@ -125,8 +124,10 @@ rule training_curves:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        stage=stage("report"),
     script:
-        "../workflow_scripts/training_curves.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule decoder_curves:
@@ -138,8 +139,6 @@ rule decoder_curves:
             caption="report/decoder_curves.rst",
             category="2. Training",
         ),
-    params:
-        code=code_hash("report"),
     log:
         log_path("decoder_curves"),
     benchmark:
@@ -152,27 +151,24 @@ rule decoder_curves:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        stage=stage("report"),
     script:
-        "../workflow_scripts/decoder_curves.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule timelines:
     input:
-        recon=expand(res("recon/{method}/sub-{{sub}}.h5"), method=EVAL_METHODS),
-        frames=res("features/frames.h5"),
+        recon_paths=expand(res("recon/{method}/sub-{{sub}}.h5"), method=EVAL_METHODS),
+        frames_path=res("features/frames.h5"),
     output:
-        report(
+        dir=report(
             directory(res("qualitative/sub-{sub}_timelines")),
             patterns=["{clip}.png"],
             caption="report/timeline.rst",
             category="6. Qualitative",
             subcategory="sub-{sub}",
         ),
-    params:
-        methods=EVAL_METHODS,
-        cfg=config["report"],
-        fps=config["simulate"]["fps"] if SIMULATE else None,
-        code=code_hash("report"),
     log:
         log_path("timelines_sub-{sub}"),
     benchmark:
@@ -185,13 +181,18 @@ rule timelines:
     resources:
         mem_mb=mem(2000),
         runtime=10,
+    params:
+        methods=EVAL_METHODS,
+        cfg=config["report"],
+        fps=config["simulate"]["fps"] if SIMULATE else None,
+        stage=stage("report"),
     script:
-        "../workflow_scripts/timelines.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule annotation_template:
     input:
-        res("splits.tsv"),
+        splits_path=res("splits.tsv"),
     output:
         report(
             res("qualitative/annotation_template.csv"),
@@ -199,10 +200,6 @@ rule annotation_template:
             category="6. Qualitative",
             subcategory="Annotation",
         ),
-    params:
-        subjects=SUBJECTS,
-        compare=COMPARE,
-        code=code_hash("report"),
     log:
         log_path("annotation_template"),
     benchmark:
@@ -215,13 +212,17 @@ rule annotation_template:
     resources:
         mem_mb=mem(500),
         runtime=5,
+    params:
+        subjects=SUBJECTS,
+        compare=COMPARE,
+        stage=stage("report"),
     script:
-        "../workflow_scripts/annotation_template.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule preference_rates:
     input:
-        config["report"]["annotations"] or res("qualitative/annotation_template.csv"),
+        annotations_path=config["report"]["annotations"] or res("qualitative/annotation_template.csv"),
     output:
         report(
             res("tables/preference_rates.tsv"),
@@ -229,8 +230,6 @@ rule preference_rates:
             category="6. Qualitative",
             subcategory="Annotation",
         ),
-    params:
-        code=code_hash("report"),
     log:
         log_path("preference_rates"),
     benchmark:
@@ -243,8 +242,10 @@ rule preference_rates:
     resources:
         mem_mb=mem(500),
         runtime=5,
+    params:
+        stage=stage("report"),
     script:
-        "../workflow_scripts/preference_rates.py"
+        "../workflow_scripts/run_stage.py"
 
 
 # Outputs of the evaluation and report rules that rule all asks for (final_outputs in common.smk).
@@ -265,9 +266,9 @@ EVALUATION_OUTPUTS = [
 rule provenance:
     input:
         table=res("tables/metrics.tsv"),
-        raw=[STIMULUS_TABLE, *all_run_files()],
-        features=expand(res("features/{target}.h5"), target=DECODE_TARGETS),
-        eval_models=expand(res("metrics/{method}/sub-{sub}_models.json"), method=EVAL_METHODS, sub=SUBJECTS),
+        input_files=[STIMULUS_TABLE, *all_run_files()],
+        feature_files=expand(res("features/{target}.h5"), target=DECODE_TARGETS),
+        eval_model_files=expand(res("metrics/{method}/sub-{sub}_models.json"), method=EVAL_METHODS, sub=SUBJECTS),
     output:
         report(
             res("report/provenance.yaml"),
@@ -279,10 +280,6 @@ rule provenance:
             caption="report/provenance.rst",
             category="5. Provenance",
         ),
-    params:
-        config=config,
-        config_files=CONFIG_FILES,
-        code=code_hash("."),
     log:
         log_path("provenance"),
     benchmark:
@@ -295,5 +292,9 @@ rule provenance:
     resources:
         mem_mb=mem(1000),
         runtime=5,
+    params:
+        config=config,
+        config_files=CONFIG_FILES,
+        stage=stage("report"),
     script:
-        "../workflow_scripts/provenance.py"
+        "../workflow_scripts/run_stage.py"

@@ -6,22 +6,27 @@ if SIMULATE:
         output:
             bold=expand(
                 "{root}/sub-{sub}/func/sub-{sub}_task-{task}_run-{run}_bold.nii.gz",
-                root=ROOT, sub=SUBJECTS, task=TASK, run=RUNS,
+                root=ROOT,
+                sub=SUBJECTS,
+                task=TASK,
+                run=RUNS,
             ),
             sidecar=expand(
                 "{root}/sub-{sub}/func/sub-{sub}_task-{task}_run-{run}_bold.json",
-                root=ROOT, sub=SUBJECTS, task=TASK, run=RUNS,
+                root=ROOT,
+                sub=SUBJECTS,
+                task=TASK,
+                run=RUNS,
             ),
             events=expand(
                 "{root}/sub-{sub}/func/sub-{sub}_task-{task}_run-{run}_events.tsv",
-                root=ROOT, sub=SUBJECTS, task=TASK, run=RUNS,
+                root=ROOT,
+                sub=SUBJECTS,
+                task=TASK,
+                run=RUNS,
             ),
             table=STIMULUS_TABLE,
             videos=STIMULUS_FILES,
-        params:
-            root=lambda wildcards, output: output.table[: -len(DATASET["stimuli_table"]) - 1],
-            cfg=config["simulate"],
-            code=code_hash("simulate", "io"),
         log:
             log_path("simulate_demo"),
         benchmark:
@@ -34,5 +39,9 @@ if SIMULATE:
         resources:
             mem_mb=mem(2000),
             runtime=20,
+        params:
+            root=lambda wildcards, output: output.table[: -len(DATASET["stimuli_table"]) - 1],
+            cfg=config["simulate"],
+            stage=stage("simulate"),
         script:
-            "../workflow_scripts/simulate_demo.py"
+            "../workflow_scripts/run_stage.py"

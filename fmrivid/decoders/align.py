@@ -48,6 +48,9 @@ Decoding (:func:`loso_decode`): a ridge decoder (:class:`fmrivid.decoders.ridge.
 target by CV) is trained on the aligned training maps of every subject except the held-out one, then
 decodes the held-out subject's aligned test maps. The same decoder on its unaligned maps and a
 decoder trained with shuffled sample-feature pairs are the controls.
+
+One module (~650 lines) on purpose: it follows the paper's Sec. 3.5 equation by equation (model, losses,
+two-stage fit, leave-one-subject-out decoding), so that it can be read against the seed in one place.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmrivid.decoders import train
+from fmrivid.decoders import registry, train
 from fmrivid.errors import ConfigError, InputError
 
 __all__ = ["DEFAULTS", "GLFA", "config", "read_flatmaps", "fit_align", "load_align", "apply_align",
@@ -66,21 +69,7 @@ __all__ = ["DEFAULTS", "GLFA", "config", "read_flatmaps", "fit_align", "load_ali
 
 _FORMAT = "fmrivid.decoders.align.GLFA"
 
-DEFAULTS = {
-    "parcel_size": 4,        # side (pixels) of the square parcels mixed by the global alignment; divides the map size
-    "kernel_size": 3,        # side of each pixel's own kernel in the locally connected layer (odd, stride 1)
-    "lambda_const": 0.1,     # weight lambda of the consistency loss L_const (aligned vs own original map), Eq. 3
-    "target": None,          # reference subject whose flat-map space is the common space; null: first training subject
-    "use_mask": True,        # losses and metrics on the flat-map pixels covered in every subject (the files' mask)
-    "ridge_alphas": [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],  # LOSO ridge decoder: candidate alphas
-    "ridge_cv": 5,           # LOSO ridge decoder: folds (contiguous rows) to choose an alpha per feature
-    "steps": 400,            # optimiser steps of each alignment stage (training subjects, then the held-out one)
-    "batch_size": 64,        # training clips per step
-    "lr": 1e-2,              # AdamW peak learning rate (5% warm-up, cosine decay)
-    "weight_decay": 0.0,     # AdamW weight decay (0: it would pull W away from a permutation)
-    "grad_clip": 1.0,        # gradient-norm clipping (0: off)
-    "checkpoint_every": 100,  # steps between checkpoints (resume granularity)
-}
+DEFAULTS = registry.defaults("align")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 def config(cfg=None):
@@ -316,7 +305,7 @@ def fit_align(maps_by_subject, target=None, cfg=None, out_model=None, ckpt_dir=N
         ``table`` (:func:`alignment_table` on the test clips), ``values`` (:func:`alignment_values`:
         the per-clip / per-pixel arrays behind the table), ``config``.
     """
-    from fmrivid.utils import resolve_device
+    from fmrivid.devices import resolve_device
 
     cfg = config(cfg)
     device = resolve_device(device, log)

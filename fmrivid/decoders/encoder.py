@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmrivid.decoders import train
+from fmrivid.decoders import registry, train
 from fmrivid.errors import ConfigError, InputError
 
 __all__ = ["DEFAULTS", "EncoderDecoder", "config", "prepare_chunks", "fit_predict", "load_model", "predict",
@@ -38,25 +38,7 @@ __all__ = ["DEFAULTS", "EncoderDecoder", "config", "prepare_chunks", "fit_predic
 
 _FORMAT = "fmrivid.decoders.encoder.EncoderDecoder"
 
-DEFAULTS = {
-    "chunk_frames": 32,          # frames per sample (one TR); a clip's frames are resampled uniformly in time to this
-    "frame_size": 112,           # frames resized (area averaging) to frame_size x frame_size pixels
-    "channels3d": [16, 32],      # output channels of the 3-D conv blocks (each halves time, height and width)
-    "channels2d": [64, 64],      # output channels of the 2-D conv blocks after time is collapsed (each halves H, W)
-    "pool_size": 4,              # side of the adaptive average pool before the fully connected voxel read-out
-    "dropout": 0.1,              # dropout before the voxel read-out
-    "decoder_channels": 32,      # channels of the frame decoder's convolutions
-    "decoder_upsamples": 4,      # x2 upsampling stages of the decoder (frame_size divisible by 2**decoder_upsamples)
-    "voxel_weight": 0.5,         # weight of the voxel MSE in the loss (paper: 0.5)
-    "frame_weight": 0.5,         # weight of the middle-frame MSE in the loss (paper: 0.5; 0 = encoder only)
-    "predict_batch": 64,         # samples per forward pass at prediction time
-    "steps": 300,                # optimiser steps
-    "batch_size": 16,            # samples per step
-    "lr": 1e-3,                  # AdamW peak learning rate (paper: Adam 1e-4 for 11 epochs)
-    "weight_decay": 1e-2,        # AdamW weight decay
-    "grad_clip": 1.0,            # gradient-norm clipping (0: off)
-    "checkpoint_every": 50,      # steps between checkpoints (resume granularity)
-}
+DEFAULTS = registry.defaults("encoder")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 def config(cfg=None):
@@ -253,7 +235,7 @@ def fit_predict(data, cfg=None, out_model=None, ckpt_dir=None, seed=0, device="c
         ``recon`` (M, S, S, 3) uint8 middle frames reconstructed from the predicted voxels,
         ``history`` (loss rows of :func:`fmrivid.decoders.train.fit`), ``config``.
     """
-    from fmrivid.utils import resolve_device
+    from fmrivid.devices import resolve_device
 
     cfg = config(cfg)
     device = resolve_device(device, log)

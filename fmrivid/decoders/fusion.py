@@ -22,17 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from fmrivid.decoders import nnutil
-from fmrivid.decoders.motion import DEFAULTS as MOTION_DEFAULTS
+from fmrivid.decoders import nnutil, registry
 from fmrivid.decoders.motion import fit_predict_motion
 from fmrivid.errors import ConfigError, InputError
 
 __all__ = ["DEFAULTS", "AudioFusion", "retrieve_audio", "fit_predict"]
 
-DEFAULTS = {
-    **MOTION_DEFAULTS,
-    "audio": True,  # true: fMRI tokens attend to the audio tokens (fused); false: fMRI-only, same code
-}
+DEFAULTS = registry.defaults("fusion")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 class AudioFusion(nn.Module):

@@ -25,22 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmrivid.decoders import nnutil
-from fmrivid.decoders.train import TRAIN_DEFAULTS, fit
+from fmrivid.decoders import nnutil, registry
+from fmrivid.decoders.train import fit
 from fmrivid.errors import ConfigError, InputError
 
 __all__ = ["DEFAULTS", "MotionDecoder", "FMRITokens", "sparse_causal_attention", "fit_predict", "fit_predict_motion",
            "frame_correlation"]
 
-DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    "width": 128,        # token width of the transformer
-    "heads": 4,          # attention heads (must divide width)
-    "depth": 2,          # transformer blocks (sparse causal self-attention + cross-attention + MLP)
-    "patch": 2,          # latent patch size per token (must divide the latent height and width)
-    "fmri_tokens": 4,    # context tokens the fMRI sample is mapped to (cross-attention keys/values)
-    "dropout": 0.0,      # dropout in attention and MLP (training only)
-}
+DEFAULTS = registry.defaults("motion")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 def sparse_causal_attention(q, k, v, heads, dropout=0.0):

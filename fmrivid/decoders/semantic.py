@@ -27,21 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmrivid.decoders import nnutil
-from fmrivid.decoders.train import TRAIN_DEFAULTS, fit
+from fmrivid.decoders import nnutil, registry
+from fmrivid.decoders.train import fit
 from fmrivid.errors import ConfigError
 
 __all__ = ["DEFAULTS", "SemanticDecoder", "info_nce", "fit_predict"]
 
-DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    "alpha": 0.5,          # weight of InfoNCE(fMRI, text); 1 - alpha weighs InfoNCE(fMRI, video)
-    "temperature": 0.07,   # InfoNCE temperature (cosine similarities are divided by it)
-    "hidden": 1024,        # width of the fMRI encoder's hidden layers
-    "layers": 2,           # hidden layers of the fMRI encoder MLP
-    "dropout": 0.3,        # dropout after each hidden layer (training only)
-    "token_hidden": 1024,  # width of the 3-layer token MLP (stage 2, only with token targets)
-}
+DEFAULTS = registry.defaults("semantic")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 def info_nce(a, b, temperature):

@@ -12,17 +12,12 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from fmrivid.decoders import nnutil
-from fmrivid.decoders.train import TRAIN_DEFAULTS, fit
+from fmrivid.decoders import nnutil, registry
+from fmrivid.decoders.train import fit
 
 __all__ = ["DEFAULTS", "StructureDecoder", "fit_predict"]
 
-DEFAULTS = {
-    **TRAIN_DEFAULTS,
-    "hidden": 1024,   # width of the MLP's hidden layers
-    "layers": 1,      # hidden layers (1 = Mind-Animator's 2-layer MLP: Linear-hidden-Linear)
-    "dropout": 0.3,   # dropout after each hidden layer (training only)
-}
+DEFAULTS = registry.defaults("structure")  # settings and their descriptions: fmrivid/decoders/registry.py
 
 
 class StructureDecoder(nn.Module):

@@ -36,19 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fmrivid.decoders import registry
 from fmrivid.errors import ConfigError
 from fmrivid.io.atomic import atomic_path
 
 __all__ = ["TRAIN_DEFAULTS", "fit", "step_generator", "save_model", "load_state", "write_losses", "fingerprint"]
 
-TRAIN_DEFAULTS = {
-    "steps": 300,            # optimiser steps
-    "batch_size": 32,        # samples per step (capped at the number of training samples)
-    "lr": 1e-3,              # AdamW peak learning rate (5% linear warm-up, cosine decay to 10%)
-    "weight_decay": 1e-2,    # AdamW weight decay
-    "grad_clip": 1.0,        # gradient-norm clipping (0: off)
-    "checkpoint_every": 50,  # steps between checkpoints (resume granularity)
-}
+TRAIN_DEFAULTS = registry.defaults()  # the training loop's settings: TRAIN_PARAMS in fmrivid/decoders/registry.py
 
 _CKPT = "checkpoint.safetensors"
 _META = "checkpoint.json"

@@ -1,23 +1,7 @@
-"""Video generation: the demo's tiny VAE + UNet3D generator trained on CPU."""
+"""Video generation: the demo's tiny VAE + UNet3D generator trained on CPU (:mod:`fmrivid.generate.demo`), the
+diffusers pipelines conditioned on decoded features (:mod:`fmrivid.generate.pipelines`), fine-tuning
+(:mod:`fmrivid.generate.finetune`) and the stages of rules/generate.smk (:mod:`fmrivid.generate.stages`).
 
-from fmrivid.generate.demo import (
-    default_config,
-    encode_latents,
-    generate,
-    load_unet,
-    load_vae,
-    tiny_config,
-    train_unet,
-    train_vae,
-)
-
-__all__ = [
-    "default_config",
-    "tiny_config",
-    "train_vae",
-    "train_unet",
-    "generate",
-    "encode_latents",
-    "load_vae",
-    "load_unet",
-]
+Import from the module you need: this package file imports nothing, so that planning the DAG (which reads
+:mod:`fmrivid.generate.stages`) does not load torch or diffusers.
+"""

@@ -31,6 +31,9 @@ Every random draw comes from a ``torch.Generator`` seeded from the ``seed``
 argument (or from ``seeds[i]`` per generated clip), so CPU runs are
 bit-identical; on CPU the sampler calls the UNet one clip at a time so that a
 clip does not depend on the batch it is generated in.
+
+One module (~740 lines) on purpose: the demo generator's VAE, UNet3D, training loops and sampler are one
+self-contained model that exists only for the demo; nothing else imports its parts.
 """
 
 from __future__ import annotations

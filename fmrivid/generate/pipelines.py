@@ -45,6 +45,9 @@ call. Everything runs under ``torch.inference_mode()`` and logs one line per bat
 
 Nothing here reads a stimulus: :func:`generation_inputs` assembles the inputs
 from decoder outputs and the mean-training-fMRI negative only.
+
+One module (~620 lines) on purpose: the sampling loop, its conditioning inputs and the equivalence with the
+pipeline's own ``__call__`` are one piece of logic that a reader checks against diffusers side by side.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Two ways to name runs:
 
 The stimulus table is either a file (``dataset.stimuli_table``) or built from
 the ``stim_file`` column of the events (:func:`resolve_stimulus_table`).
+
+One module (~660 lines) on purpose: BIDS discovery, inheritance and fMRIPrep derivatives share the entity
+parsing and the error messages, and a reader debugging a layout needs them together.
 """
 
 from __future__ import annotations

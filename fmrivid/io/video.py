@@ -107,3 +107,31 @@ def write_mp4(path, frames, fps):
         for frame in frames:
             writer.append_data(frame)
         writer.close()
+
+
+def write_clip_mp4s(out_dir, ids, videos, fps, log=print):
+    """One H.264 MP4 per clip, ``<out_dir>/<clip_id>.mp4``, written into a temporary folder renamed at the end.
+
+    Parameters
+    ----------
+    videos : ndarray, uint8, shape (N, T, H, W, 3)
+        The lossless reconstructions (odd sizes are padded by :func:`fmrivid.io.video.write_mp4`).
+    """
+    import re
+
+    from fmrivid.io.video import write_mp4
+
+    videos = np.asarray(videos)
+    if videos.ndim != 5 or videos.shape[-1] != 3 or videos.dtype != np.uint8:
+        raise InputError("reconstructions", "uint8 clips of shape (N, T, H, W, 3)",
+                         f"{videos.dtype} of shape {videos.shape}")
+    names = [re.sub(r"[^A-Za-z0-9._-]", "_", str(c)) for c in ids]
+    if len(set(names)) != len(names):
+        raise InputError("clip ids", "ids that stay distinct as file names", f"collisions in {names[:5]}...")
+    with atomic_path(out_dir, suffix_keep=False) as tmp:
+        tmp.mkdir(parents=True)
+        for i, (name, clip) in enumerate(zip(names, videos)):
+            write_mp4(tmp / f"{name}.mp4", clip, float(fps))
+            if (i + 1) % 100 == 0:
+                log(f"  {i + 1}/{len(names)} MP4s written")
+    log(f"{len(names)} per-clip MP4s in {out_dir}")

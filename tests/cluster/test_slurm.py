@@ -175,7 +175,7 @@ def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
     import math
 
     import fmrivid.config
-    import fmrivid.stages
+    from fmrivid.metrics import stages as metrics_stages
 
     base = yaml.safe_load((REPO / "config/test.yaml").read_text())
     base["generate"] = {**base["generate"], "chunk_size": 2}  # several chunks per subject and method
@@ -189,9 +189,9 @@ def test_cluster_jobs_grow_with_subjects_and_chunks_not_clips(tmp_path):
         (tmp_path / name).mkdir()
         return cluster_jobs(tmp_path / name, path)
 
-    full = fmrivid.config.validate(base, fmrivid.config.load_schema(REPO / "config/schema/config.schema.yaml"))
+    full = fmrivid.config.validate(base, fmrivid.config.load_schema())
     s, cs = full["simulate"], full["generate"]["chunk_size"]
-    methods = len(fmrivid.stages.eval_methods(full))
+    methods = len(metrics_stages.eval_methods(full))
     chunks = math.ceil(s["n_test_clips"] / cs)
     assert chunks >= 2
     assert not full["decode"]["neural"]  # no GLFA job in config/test.yaml

@@ -139,16 +139,17 @@ def test_workflow_scripts_import_the_fmrivid_next_to_them(tmp_path):
         head = script.read_text().split("from fmrivid")[0].split("import fmrivid")[0]
         assert "sys.path.insert(0, str(Path(snakemake.scriptdir).parent))" in head, (
             f"{script.name}: put the checkout on sys.path before importing fmrivid")
-    # Run one script for real (splits.py), from an unrelated working directory, as Snakemake would.
+    # Run the script for real (as rule splits), from an unrelated working directory, as Snakemake would.
     table = tmp_path / "clips.tsv"
     table.write_text("clip_id\tfile\tcaption\tsplit\na\ta.mp4\ta red circle\ttrain\nb\tb.mp4\ta cat\ttest\n")
     out = tmp_path / "splits.tsv"
     probe = (
-        "import runpy, sys, types\n"
-        f"smk = types.SimpleNamespace(scriptdir={str(copy / 'workflow_scripts')!r}, threads=1,\n"
-        f"    input=types.SimpleNamespace(table={str(table)!r}), output=[{str(out)!r}],\n"
-        f"    log=[{str(tmp_path / 'splits.log')!r}])\n"
-        f"runpy.run_path({str(copy / 'workflow_scripts' / 'splits.py')!r}, init_globals={{'snakemake': smk}})\n"
+        "import runpy, types\nfrom snakemake.iocontainers import Namedlist\n"
+        f"smk = types.SimpleNamespace(scriptdir={str(copy / 'workflow_scripts')!r}, threads=1, rule='splits',\n"
+        f"    input=Namedlist(fromdict={{'table_path': {str(table)!r}}}), output=Namedlist([{str(out)!r}]),\n"
+        "    params=Namedlist(fromdict={'stage': {'module': 'fmrivid.preprocess.stages', 'code': '-'}}),\n"
+        f"    wildcards=Namedlist(), log=[{str(tmp_path / 'splits.log')!r}])\n"
+        f"runpy.run_path({str(copy / 'workflow_scripts' / 'run_stage.py')!r}, init_globals={{'snakemake': smk}})\n"
         "import fmrivid\nprint(fmrivid.__file__, getattr(fmrivid, 'CHECKOUT_MARKER', None))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -203,23 +204,21 @@ def _third_party_imports(files):
 
 
 def test_each_rule_env_has_what_its_modules_import():
-    """A rule's env holds every third-party package imported by the fmrivid modules it hashes (the code it
-    runs), by what those import, and by the top level of fmrivid.stages (which every script imports)."""
+    """A rule's env holds every third-party package imported by the code it can run: the import closure of its
+    stage module within fmrivid (fmrivid.fingerprint.closure, the same files its code fingerprint covers)."""
+    from fmrivid.fingerprint import closure
+
     dists = metadata.packages_distributions()
-    stages_top = {m.split(".")[0] for m in _imports(REPO / "fmrivid/stages.py", top_level_only=True)}
     problems = []
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
             m = re.match(r"\s*rule (\w+):", block)
             env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
-            parts = [p for c in re.findall(r"code=code_hash\(([^)]*)\)", block) for p in re.findall(r"\"([^\"]+)\"", c)]
-            if not m or not env or not parts or "." in parts:
-                continue  # `code_hash(".")` (provenance) hashes everything but imports little
-            files = []
-            for part in parts:
-                target = REPO / "fmrivid" / part
-                files += sorted(target.rglob("*.py")) if target.is_dir() else [target] * (target.suffix == ".py")
-            needed = _third_party_imports(files) | (stages_top - {"fmrivid"} - set(sys.stdlib_module_names))
+            domain = re.search(r"stage=stage\(\"(\w+)\"\)", block)
+            if not m or not env or not domain:
+                continue
+            files = [f for f in closure(f"fmrivid.{domain.group(1)}.stages", "fmrivid.runner") if f.suffix == ".py"]
+            needed = _third_party_imports(files)
             _, conda, pip = read_env(smk.parent / env.group(1))
             have = {canonicalize_name(r.name) for r in pip}
             for top in sorted(needed):

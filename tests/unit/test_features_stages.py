@@ -6,7 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmrivid import models, stages
+from fmrivid import models
+
+from fmrivid.features import stages as features_stages
+
+from fmrivid.io import splits as splits_io
 from fmrivid.errors import InputError
 from fmrivid.io.h5 import read_features
 from fmrivid.io.video import write_mp4
@@ -35,7 +39,7 @@ def stimuli(tmp_path):
 
 
 def _frames(root):
-    stages.run_frames(root / "splits.tsv", [root / "events.tsv"], 4, 32, root / "frames.h5", **QUIET)
+    features_stages.frames(root / "splits.tsv", [root / "events.tsv"], 4, 32, root / "frames.h5", **QUIET)
     return root / "frames.h5"
 
 
@@ -77,11 +81,11 @@ def test_missing_captions_stop_the_captions_rule(stimuli):
     splits.to_csv(stimuli / "splits.tsv", sep="\t", index=False)
     cfg = {"source": "metadata", "model": "tiny", "batch_size": 2, "max_new_tokens": 4}
     with pytest.raises(InputError, match=r"splits.tsv: expected a caption for every clip.*\['c1'\]"):
-        stages.run_captions(stimuli / "splits.tsv", None, cfg, "cpu", 0, stimuli / "captions.tsv", **QUIET)
+        features_stages.captions(stimuli / "splits.tsv", cfg, "cpu", 0, stimuli / "captions.tsv", **QUIET)
     assert not (stimuli / "captions.tsv").exists()
-    stages.run_captions(stimuli / "splits.tsv", _frames(stimuli), dict(cfg, source="fill"), "cpu", 0,
-                        stimuli / "captions.tsv", **QUIET)
-    table = stages.read_captions(stimuli / "captions.tsv")
+    features_stages.captions(stimuli / "splits.tsv", dict(cfg, source="fill"), "cpu", 0, stimuli / "captions.tsv",
+                             frames_path=_frames(stimuli), **QUIET)
+    table = splits_io.read_captions(stimuli / "captions.tsv")
     assert table["source"].tolist() == ["metadata", "model"]
     assert table["caption"][0] == "a red circle" and ", and then " in table["caption"][1]
 
@@ -90,19 +94,19 @@ def test_feature_stages_write_attrs_and_align_rows(stimuli, tmp_path):
     frames = _frames(stimuli)
     cfg = {"source": "metadata", "model": "tiny", "batch_size": 2, "max_new_tokens": 4}
     captions = stimuli / "captions.tsv"
-    stages.run_captions(stimuli / "splits.tsv", None, cfg, "cpu", 0, captions, **QUIET)
-    stages.run_token_features(captions, "tiny", 2, "cpu", 0, stimuli / "tokens.h5", **QUIET)
-    stages.run_clip_text_features(captions, "tiny", 2, "cpu", 0, stimuli / "clip_text.h5", **QUIET)
-    stages.run_flow_features(frames, {"grid": 2}, stimuli / "flow.h5", **QUIET)
+    features_stages.captions(stimuli / "splits.tsv", cfg, "cpu", 0, captions, **QUIET)
+    features_stages.token_features(captions, "tiny", 2, "cpu", 0, stimuli / "tokens.h5", **QUIET)
+    features_stages.clip_text_features(captions, "tiny", 2, "cpu", 0, stimuli / "clip_text.h5", **QUIET)
+    features_stages.flow_features(frames, {"grid": 2}, stimuli / "flow.h5", **QUIET)
     vae_dir = tmp_path / "vae"
     models.load("tiny", "vae").model.save_pretrained(vae_dir)
-    stages.run_vae_features(frames, str(vae_dir), 2, "cpu", stimuli / "vae_all.h5", frames="all", **QUIET)
-    stages.run_vae_features(frames, str(vae_dir), 2, "cpu", stimuli / "vae.h5", **QUIET)
+    features_stages.vae_features(frames, str(vae_dir), 2, "cpu", stimuli / "vae_all.h5", frames="all", **QUIET)
+    features_stages.vae_features(frames, str(vae_dir), 2, "cpu", stimuli / "vae.h5", **QUIET)
     audio_cfg = {"model": "tiny", "steps": 2, "guidance_scale": 2.5, "batch_size": 2}
-    stages.run_audio(captions, [stimuli / "events.tsv"], audio_cfg, "cpu", 0, stimuli / "audio", **QUIET)
+    features_stages.audio(captions, [stimuli / "events.tsv"], audio_cfg, "cpu", 0, stimuli / "audio", **QUIET)
     assert sorted(p.name for p in (stimuli / "audio").iterdir()) == ["audio.tsv", "c0.wav", "c1.wav"]
     w2v_cfg = {"model": "tiny", "window_trs": 1.0, "layer": -1, "batch_size": 4}
-    stages.run_wav2vec_features(stimuli / "audio", w2v_cfg, 0.5, "cpu", 0, stimuli / "w2v.h5", **QUIET)
+    features_stages.wav2vec_features(stimuli / "audio", w2v_cfg, 0.5, "cpu", 0, stimuli / "w2v.h5", **QUIET)
 
     shapes = {}
     for name in ("tokens", "clip_text", "flow", "vae_all", "vae", "w2v"):
@@ -123,12 +127,12 @@ def test_feature_stages_write_attrs_and_align_rows(stimuli, tmp_path):
 
 def test_audio_needs_one_duration_and_every_clip_presented(stimuli):
     cfg = {"source": "metadata", "model": "tiny", "batch_size": 2, "max_new_tokens": 4}
-    stages.run_captions(stimuli / "splits.tsv", None, cfg, "cpu", 0, stimuli / "captions.tsv", **QUIET)
+    features_stages.captions(stimuli / "splits.tsv", cfg, "cpu", 0, stimuli / "captions.tsv", **QUIET)
     events = pd.read_csv(stimuli / "events.tsv", sep="\t")
     events.iloc[:1].to_csv(stimuli / "events.tsv", sep="\t", index=False)
     audio_cfg = {"model": "tiny", "steps": 1, "guidance_scale": 1.0, "batch_size": 2}
     with pytest.raises(InputError, match=r"events.tsv: expected every clip presented.*\['c1'\]"):
-        stages.run_audio(stimuli / "captions.tsv", [stimuli / "events.tsv"], audio_cfg, "cpu", 0,
+        features_stages.audio(stimuli / "captions.tsv", [stimuli / "events.tsv"], audio_cfg, "cpu", 0,
                          stimuli / "audio", **QUIET)
     assert not (stimuli / "audio").exists()
 

@@ -227,7 +227,7 @@ def test_html_pages_embed_tables_video_and_provenance(tmp_path):
 
 def test_subject_preview_keeps_evenly_spaced_clips(tmp_path):
     """report.preview_clips: the preview (embedded in the report) holds that many test clips, evenly spaced."""
-    from fmrivid import stages
+    from fmrivid.report import stages as report_stages
     from fmrivid.io.h5 import write_features
 
     rng = np.random.default_rng(0)
@@ -237,10 +237,10 @@ def test_subject_preview_keeps_evenly_spaced_clips(tmp_path):
     write_features(tmp_path / "frames.h5", ids, clips)
     cfg = {"max_clips": 4, "preview_fps": 2, "preview_clips": 4}
     lines = []
-    stages.run_subject_figures(tmp_path / "rec.h5", tmp_path / "frames.h5", cfg, tmp_path / "grid.png",
+    report_stages.subject_figures(tmp_path / "rec.h5", tmp_path / "frames.h5", cfg, tmp_path / "grid.png",
                                tmp_path / "p.mp4", "01", out_preview_html=tmp_path / "p.html", log=lines.append)
     assert len(read_video(tmp_path / "p.mp4")[0]) == 4 * 2 and "4 of 10 test clips" in lines[0]
     assert "4 of the 10 test clips, evenly spaced" in (tmp_path / "p.html").read_text()
-    stages.run_subject_figures(tmp_path / "rec.h5", tmp_path / "frames.h5", {**cfg, "preview_clips": 0},
+    report_stages.subject_figures(tmp_path / "rec.h5", tmp_path / "frames.h5", {**cfg, "preview_clips": 0},
                                tmp_path / "grid.png", tmp_path / "all.mp4", "01", log=lines.append)
     assert len(read_video(tmp_path / "all.mp4")[0]) == 10 * 2

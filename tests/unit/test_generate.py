@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from fmrivid.errors import ConfigError, InputError
-from fmrivid.generate import (
+from fmrivid.generate.demo import (
     default_config,
     encode_latents,
     generate,
@@ -360,7 +360,7 @@ def test_generated_clips_resemble_their_own_clip(trained):
 def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tmp_path):
     """Three uneven chunks, merged, equal one chunk holding every clip (per-clip seeds); the shuffled control
     feeds each clip another clip's decoded features; a wrong planned count or chunk index is refused."""
-    from fmrivid import stages
+    from fmrivid.generate import stages as generate_stages
     from fmrivid.errors import ConfigError, InputError
     from fmrivid.io.h5 import read_features, write_features
 
@@ -371,12 +371,12 @@ def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tm
     cfg["sample"] = {**cfg["sample"], "steps": 2}
 
     def gen(out, chunk, size, shuffle=False):
-        stages.run_generate(pred, tiny["root"] / "vae", tiny["root"] / "unet", {**cfg, "chunk_size": size}, 7,
-                            out, chunk=chunk, n_total=5, shuffle=shuffle, log=_quiet)
+        generate_stages.generate_chunk({**cfg, "chunk_size": size}, 7, out, pred_path=pred, vae_dir=tiny["root"] / "vae",
+                                       diffusion_dir=tiny["root"] / "unet", chunk=chunk, n_total=5, shuffle=shuffle, log=_quiet)
         return out
 
     parts = [gen(tmp_path / f"c{k}.h5", k, 2) for k in range(3)]  # 2 + 2 + 1 clips
-    stages.run_merge_chunks(parts, pred, tmp_path / "merged.h5", log=_quiet, mp4_dir=tmp_path / "mp4", fps=4)
+    generate_stages.merge_recon(parts, pred, tmp_path / "merged.h5", log=_quiet, out_mp4=tmp_path / "mp4", fps=4)
     whole = gen(tmp_path / "whole.h5", 0, 5)
     m_ids, merged, attrs = read_features(tmp_path / "merged.h5")
     w_ids, single, w_attrs = read_features(whole)
@@ -401,16 +401,16 @@ def test_chunks_merge_to_the_unchunked_run_and_shuffle_uses_other_clips(tiny, tm
     p_ids, p, _ = read_features(pred)
     permuted = tmp_path / "pred_perm.h5"
     write_features(permuted, p_ids, p[perm])  # clip i conditioned on clip perm[i]'s features, own seed
-    stages.run_generate(permuted, tiny["root"] / "vae", tiny["root"] / "unet", {**cfg, "chunk_size": 5}, 7,
-                        tmp_path / "manual.h5", chunk=0, n_total=5, log=_quiet)
+    generate_stages.generate_chunk({**cfg, "chunk_size": 5}, 7, tmp_path / "manual.h5", pred_path=permuted,
+                                   vae_dir=tiny["root"] / "vae", diffusion_dir=tiny["root"] / "unet", chunk=0, n_total=5, log=_quiet)
     assert np.array_equal(read_features(tmp_path / "manual.h5")[1], shuf)
 
     with pytest.raises(InputError, match="4 test clips"):
-        stages.run_generate(pred, tiny["root"] / "vae", tiny["root"] / "unet", cfg, 7, tmp_path / "x.h5",
-                            chunk=0, n_total=4, log=_quiet)
+        generate_stages.generate_chunk(cfg, 7, tmp_path / "x.h5", pred_path=pred, vae_dir=tiny["root"] / "vae",
+                                       diffusion_dir=tiny["root"] / "unet", chunk=0, n_total=4, log=_quiet)
     with pytest.raises(ConfigError, match="chunk 3 does not exist"):
         gen(tmp_path / "y.h5", 3, 2)
     with pytest.raises(InputError, match="in order"):
-        stages.run_merge_chunks(parts[::-1], pred, tmp_path / "bad.h5", log=_quiet, mp4_dir=tmp_path / "bad_mp4")
+        generate_stages.merge_recon(parts[::-1], pred, tmp_path / "bad.h5", log=_quiet, out_mp4=tmp_path / "bad_mp4")
     assert not (tmp_path / "x.h5").exists() and not (tmp_path / "bad.h5").exists()
     assert not (tmp_path / "bad_mp4").exists()

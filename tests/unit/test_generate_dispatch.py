@@ -1,7 +1,7 @@
-"""stages.run_generate with the diffusers generator: ridge-decoded token embeddings -> videos.
+"""generate_stages.generate_chunk with the diffusers generator: ridge-decoded token embeddings -> videos.
 
 A tiny real TextToVideoSDPipeline (2 steps, 2 frames of 32x32); the decoded inputs come from a real ridge fit
-(stages.run_decode on (N, L, D) token features, flattened) on a planted linear map from fMRI.
+(decoders_stages.decode on (N, L, D) token features, flattened) on a planted linear map from fMRI.
 """
 
 import json
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fmrivid import stages
+from fmrivid.decoders import stages as decoders_stages
+
+from fmrivid.generate import stages as generate_stages
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.io.h5 import read_features, write_features
 from fmrivid.preprocess.pipeline import SubjectData, write_subject
@@ -42,7 +44,7 @@ def decoded(tmp_path_factory):
     write_subject(d / "sub-01.h5", SubjectData("01", X[:N_TRAIN], train_ids, X[N_TRAIN:], test_ids, ijk,
                                                np.eye(4), (4, 5, 2), np.ones(VOX)))
     write_features(d / "text_tokens.h5", train_ids + test_ids, tokens, {"kind": "text_tokens"})
-    stages.run_decode(d / "sub-01.h5", d / "text_tokens.h5", {"alphas": [0.1, 1.0, 10.0], "cv": 3, "device": "cpu"},
+    decoders_stages.decode(d / "sub-01.h5", d / "text_tokens.h5", {"alphas": [0.1, 1.0, 10.0], "cv": 3, "device": "cpu"},
                       d / "model.safetensors", d / "pred_tokens.h5", log=_quiet)
     write_features(d / "pred_vae.h5", test_ids, rng.normal(size=(N_TEST, int(np.prod(LAT)))).astype(np.float32),
                    {"feature_shape": json.dumps(LAT)})
@@ -55,8 +57,8 @@ def _cfg(method="text_to_video", **pipe):
 
 def _run(d, out, method="text_to_video", chunk=0, shuffle=False, **pipe):
     files = {"text_tokens": d / "pred_tokens.h5", "vae": d / "pred_vae.h5"}
-    stages.run_generate(None, None, None, _cfg(method, **pipe), 0, out, chunk=chunk, n_total=N_TEST,
-                        shuffle=shuffle, log=_quiet, decoded=files, token_model=d / "model.safetensors",
+    generate_stages.generate_chunk(_cfg(method, **pipe), 0, out, chunk=chunk, n_total=N_TEST,
+                                   shuffle=shuffle, log=_quiet, **files, token_model=d / "model.safetensors",
                         fmri_path=d / "sub-01.h5")
     return read_features(out)
 
@@ -100,16 +102,16 @@ def test_two_stage_from_decoded_latents(decoded, tmp_path):
 def test_missing_decoded_input_and_vae_mismatch(decoded, tmp_path):
     d, _ = decoded
     with pytest.raises(InputError, match="missing \\['vae'\\]"):
-        stages.run_generate(None, None, None, _cfg("two_stage"), 0, tmp_path / "x.h5", n_total=N_TEST,
-                            decoded={"text_tokens": d / "pred_tokens.h5"}, token_model=d / "model.safetensors",
+        generate_stages.generate_chunk(_cfg("two_stage"), 0, tmp_path / "x.h5", n_total=N_TEST,
+                                       text_tokens=d / "pred_tokens.h5", token_model=d / "model.safetensors",
                             fmri_path=d / "sub-01.h5", log=_quiet)
     assert not (tmp_path / "x.h5").exists()
     with pytest.raises(ConfigError) as err:
-        stages.check_generator_vae({"method": "structure_motion", "pipeline": {"model": "some/dir"}}, "generator")
+        generate_stages.check_generator_vae({"method": "structure_motion", "pipeline": {"model": "some/dir"}}, "generator")
     msg = str(err.value)
     assert "features.vae_model" in msg and "generate.pipeline.model" in msg and "'some/dir#vae'" in msg
-    stages.check_generator_vae({"method": "two_stage", "pipeline": {"model": "tiny"}}, "tiny#vae")
-    stages.check_generator_vae({"method": "demo"}, "generator")
+    generate_stages.check_generator_vae({"method": "two_stage", "pipeline": {"model": "tiny"}}, "tiny#vae")
+    generate_stages.check_generator_vae({"method": "demo"}, "generator")
 
 
 def test_tiny_vae_spec_is_the_tiny_generators_vae():

@@ -226,7 +226,7 @@ def test_draw_positions_of_global_indices_are_rows_of_the_full_draw():
 
 def test_stage_chunks_write_what_run_evaluate_writes(tmp_path):
     """run_gt_cache + run_evaluate_chunk per chunk + run_evaluate_merge: the files of run_evaluate, byte for byte."""
-    from fmrivid import stages
+    from fmrivid.metrics import stages as metrics_stages
     from fmrivid.io.h5 import write_features
 
     n, cs = 7, 3
@@ -248,20 +248,20 @@ def test_stage_chunks_write_what_run_evaluate_writes(tmp_path):
     cfg = {**CFG, "device": "cpu", "clip_model": "tiny", "frame_classifier": "tiny", "video_classifier": None,
            "lpips": [], "retrieval_topk": [2], "retrieval_nway": 4, "retrieval_subsets": 3}
     common = {"subject": "01", "method": "demo", "cfg": cfg, "seed": 3, "image_model": "tiny", "log": _quiet}
-    stages.run_evaluate(tmp_path / "recon.h5", tmp_path / "frames.h5", [tmp_path / "pred.h5"],
+    metrics_stages.evaluate_unchunked(tmp_path / "recon.h5", tmp_path / "frames.h5", [tmp_path / "pred.h5"],
                         [tmp_path / "truth.h5"], ["text"], out_path=tmp_path / "ref.tsv",
                         out_clips=tmp_path / "ref_clips.tsv", out_models=tmp_path / "ref_models.json", **common)
-    stages.run_gt_cache(tmp_path / "frames.h5", tmp_path / "splits.tsv", cfg, "tiny", 3, tmp_path / "gt.h5",
+    metrics_stages.gt_cache(tmp_path / "frames.h5", tmp_path / "splits.tsv", cfg, "tiny", 3, tmp_path / "gt.h5",
                         log=_quiet)
     partials = []
     for k in range(-(-n // cs)):
         rows = slice(k * cs, min(n, (k + 1) * cs))
         write_features(tmp_path / f"chunk-{k}.h5", ids[rows], rec[rows], lossless)
         partials.append(tmp_path / f"part-{k}.h5")
-        stages.run_evaluate_chunk(tmp_path / f"chunk-{k}.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
+        metrics_stages.evaluate_chunk(tmp_path / f"chunk-{k}.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
                                   tmp_path / "gt.h5", k, cs, out_partial=partials[-1], **common)
     common.pop("image_model")
-    stages.run_evaluate_merge(partials[::-1], [tmp_path / "pred.h5"], [tmp_path / "truth.h5"], ["text"],
+    metrics_stages.evaluate(partials[::-1], [tmp_path / "pred.h5"], [tmp_path / "truth.h5"], ["text"],
                               out_table=tmp_path / "merged.tsv", out_clips=tmp_path / "merged_clips.tsv",
                               out_models=tmp_path / "merged_models.json", **common)
     for ref, got in (("ref.tsv", "merged.tsv"), ("ref_clips.tsv", "merged_clips.tsv"),
@@ -271,7 +271,7 @@ def test_stage_chunks_write_what_run_evaluate_writes(tmp_path):
     # a chunk file that is not the chunk the prediction file's order says is refused
     write_features(tmp_path / "bad.h5", ids[1:4], rec[1:4], lossless)
     with pytest.raises(InputError, match="the clips of chunk 0"):
-        stages.run_evaluate_chunk(tmp_path / "bad.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
+        metrics_stages.evaluate_chunk(tmp_path / "bad.h5", tmp_path / "pred.h5", tmp_path / "frames.h5",
                                   tmp_path / "gt.h5", 0, cs, out_partial=tmp_path / "bad_part.h5",
                                   image_model="tiny", **common)
     assert not (tmp_path / "bad_part.h5").exists()

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 import fmrivid.config as fc
-from fmrivid import stages
+from fmrivid.decoders import stages as decoders_stages
+from fmrivid.features import stages as features_stages
+from fmrivid.preprocess import stages as preprocess_stages
+from fmrivid.simulate import stages as simulate_stages
 from fmrivid.io.h5 import read_features
 from fmrivid.metrics.semantic import two_way_ident
 from fmrivid.preprocess.pipeline import read_subject
@@ -25,18 +28,18 @@ def demo(tmp_path_factory):
     cfg = fc.validate({"simulate": PARAMS, "preprocess": {"lag_s": 5.0}, "decode": {"cv": 4}})
     root = work / "bids"
     quiet = lambda m: None  # noqa: E731
-    stages.run_simulate(root, cfg["simulate"], log=quiet)
-    stages.run_splits(root / "stimuli/clips.tsv", work / "splits.tsv", log=quiet)
+    simulate_stages.simulate_demo(root, cfg["simulate"], log=quiet)
+    preprocess_stages.splits(root / "stimuli/clips.tsv", work / "splits.tsv", log=quiet)
     import fmrivid.simulate as sim
 
     plan = sim.plan(cfg["simulate"])
     func = root / "sub-01" / "func"
     stem = [f"sub-01_task-movie_run-{r}" for r in plan["runs"]]
-    stages.run_preprocess([func / f"{s}_bold.nii.gz" for s in stem], [func / f"{s}_bold.json" for s in stem],
+    preprocess_stages.preprocess([func / f"{s}_bold.nii.gz" for s in stem], [func / f"{s}_bold.json" for s in stem],
                           [func / f"{s}_events.tsv" for s in stem], plan["runs"], "01", plan["tr"],
                           work / "splits.tsv", cfg["preprocess"], work / "sub-01.h5", work / "qc.png", log=quiet)
-    stages.run_text_features(work / "splits.tsv", "minilm", 32, "cpu", 0, work / "text.h5", log=quiet)
-    stages.run_decode(work / "sub-01.h5", work / "text.h5", cfg["decode"], work / "ridge.safetensors",
+    features_stages.text_features(work / "splits.tsv", "minilm", 32, "cpu", 0, work / "text.h5", log=quiet)
+    decoders_stages.decode(work / "sub-01.h5", work / "text.h5", cfg["decode"], work / "ridge.safetensors",
                       work / "pred.h5", log=quiet)
     return {"work": work, "root": root}
 

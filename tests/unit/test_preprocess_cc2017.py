@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import REPO
 import fmrivid.config as fc
-from fmrivid import stages
+from fmrivid.preprocess import stages as preprocess_stages
 from fmrivid.errors import InputError
 from fmrivid.io import cc2017, cifti
 from fmrivid.io.h5 import write_features
@@ -65,7 +66,7 @@ def _splits(tmp_path):
 
 
 def _cfg():
-    raw = yaml.safe_load(open(fc.SCHEMA_PATH.parent.parent / "cc2017.yaml"))
+    raw = yaml.safe_load(open(REPO / "config" / "cc2017.yaml"))
     pre = raw["preprocess"]
     pre["selection"].update({"top_k": N_PLANTED, "min_voxels": 10})
     pre["qc"] = {"lag_scan_max_s": 8.0, "lag_scan_voxels": 3000}
@@ -73,7 +74,7 @@ def _cfg():
 
 
 def test_cc2017_config_describes_the_real_dataset():
-    cfg = fc.load(fc.SCHEMA_PATH.parent.parent / "cc2017.yaml")
+    cfg = fc.load(REPO / "config" / "cc2017.yaml")
     ds = cfg["dataset"]
     assert ds["layout"] == "cc2017" and ds["tr"] == 2.0 and not ds["simulate"]
     assert (ds["cc2017"]["train_segments"], ds["cc2017"]["test_segments"]) == (18, 5)
@@ -89,7 +90,7 @@ def test_cc2017_cifti_ingestion_trimming_selection(cc_root, tmp_path):
     img = cifti.check_header(runs[0][3], expected_tr=2.0)
     assert img.shape == (245, 91282) and int(cifti.cortex_columns(img).sum()) == 59412
     out = tmp_path / "out"
-    stages.run_preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
+    preprocess_stages.preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
                           _splits(tmp_path), _cfg(), out / "fmri/sub-1.h5", out / "qc/sel.png",
                           out_lag_tsv=out / "qc/lag.tsv", out_selection_tsv=out / "qc/sel.tsv",
                           layout="cc2017", lag_features=cc_root / "features.h5", log=lambda m: None)
@@ -127,7 +128,7 @@ def test_cc2017_trailing_trim_before_lag_drops_last_clips(cc_root, tmp_path):
     cfg["trim"]["trailing_for_lag"] = False
     cfg["out_of_run"] = "drop"
     out = tmp_path / "out"
-    stages.run_preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
+    preprocess_stages.preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
                           _splits(tmp_path), cfg, out / "fmri/sub-1.h5", out / "qc/sel.png", layout="cc2017",
                           log=lambda m: None)
     sub = read_subject(out / "fmri/sub-1.h5")

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from conftest import REPO
 import fmrivid.config as fc
 from fmrivid.errors import InputError
 from fmrivid.io import bids
@@ -200,7 +201,7 @@ def test_repeat_identification_helpers():
 
 
 def test_example_bids_config_validates():
-    cfg = fc.load(fc.SCHEMA_PATH.parent.parent / "bids.yaml")
+    cfg = fc.load(REPO / "config" / "bids.yaml")
     assert cfg["dataset"]["layout"] == "bids" and cfg["preprocess"]["detrend_order"] == 4
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fmrivid.config as fc
-from fmrivid import stages
+from fmrivid.preprocess import stages as preprocess_stages
 from fmrivid.errors import InputError
 from fmrivid.io.h5 import read_features
 from fmrivid.preprocess import surface
@@ -36,7 +36,7 @@ def _blob_subject(tmp_path, mesh):
 def test_projection_lands_on_the_planted_vertices(tmp_path, mesh):
     path, centres = _blob_subject(tmp_path, mesh)
     cfg = fc.validate({"preprocess": {"surface": {"enabled": True, "flatmap": True, "flatmap_size": 32}}})
-    stages.run_surface(path, cfg["preprocess"]["surface"], tmp_path / "L.func.gii", tmp_path / "R.func.gii",
+    preprocess_stages.surface(path, cfg["preprocess"]["surface"], tmp_path / "L.func.gii", tmp_path / "R.func.gii",
                        tmp_path / "flat.h5", tmp_path / "surface.png", log=lambda m: None)
     left = nib.load(tmp_path / "L.func.gii")
     assert len(left.darrays) == 3 and left.darrays[0].data.shape == (10242,)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import fmrivid.config as fc
-from fmrivid import stages
+from fmrivid.preprocess import stages as preprocess_stages
 from fmrivid.errors import InputError
 from fmrivid.io import bids
 
@@ -110,11 +110,11 @@ CASES = [
 def _run(tiny_bids, out, **cfg):
     root = tiny_bids["root"]
     runs = [bids.run_paths(root, "01", "movie", r) for r in tiny_bids["runs"]]
-    stages.run_splits(root / "stimuli" / "clips.tsv", out / "splits.tsv", log=lambda m: None)
+    preprocess_stages.splits(root / "stimuli" / "clips.tsv", out / "splits.tsv", log=lambda m: None)
     (out / "splits.tsv").rename(root / "splits.tsv")
     pcfg = fc.validate({"preprocess": {"detrend_order": 1, "mask_threshold": 0.5, "selection": {"min_voxels": 5},
                                        **cfg}})["preprocess"]
-    stages.run_preprocess([r.bold for r in runs], [r.sidecar for r in runs], [r.events for r in runs],
+    preprocess_stages.preprocess([r.bold for r in runs], [r.sidecar for r in runs], [r.events for r in runs],
                           tiny_bids["runs"], "01", 1.0, root / "splits.tsv", pcfg, out / "fmri/sub-01.h5",
                           out / "qc/sub-01_selection.png", out_tsnr=out / "qc/tsnr.png",
                           out_lag_tsv=out / "qc/lag.tsv", out_lag_png=out / "qc/lag.png",
@@ -168,11 +168,11 @@ def test_config_tr_disagreeing_with_the_data(tiny_bids, tmp_path):
     out.mkdir()
     root = tiny_bids["root"]
     runs = [bids.run_paths(root, "01", "movie", r) for r in tiny_bids["runs"]]
-    stages.run_splits(root / "stimuli" / "clips.tsv", root / "splits.tsv", log=lambda m: None)
+    preprocess_stages.splits(root / "stimuli" / "clips.tsv", root / "splits.tsv", log=lambda m: None)
     pcfg = fc.validate({"preprocess": {}})["preprocess"]
     with pytest.raises(InputError, match=r"run-01_bold\.nii\.gz: expected TR 2\.0 s \(dataset\.tr in the config\); "
                                          r"found TR 1\.0 s"):
-        stages.run_preprocess([r.bold for r in runs], [r.sidecar for r in runs], [r.events for r in runs],
+        preprocess_stages.preprocess([r.bold for r in runs], [r.sidecar for r in runs], [r.events for r in runs],
                               tiny_bids["runs"], "01", 2.0, root / "splits.tsv", pcfg, out / "fmri/sub-01.h5",
                               out / "qc/sel.png", out_lag_tsv=out / "qc/lag.tsv", log=lambda m: None)
     assert not any(p.is_file() for p in out.rglob("*"))
@@ -224,7 +224,7 @@ def test_bad_cifti_named_and_nothing_written(tmp_path, kind, message):
     cfg = fc.validate({"preprocess": {"trim": {"preset": "cc2017"}, "out_of_run": "drop",
                                       "selection": {"min_voxels": 5}}})["preprocess"]
     with pytest.raises(InputError, match=message):
-        stages.run_preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
+        preprocess_stages.preprocess([str(p) for *_, p in runs], [], [], [f"{s}_{r}" for s, r, _, _ in runs], "1", 2.0,
                               tmp_path / "splits.tsv", cfg, out / "fmri/sub-1.h5", out / "qc/sel.png",
                               out_lag_tsv=out / "qc/lag.tsv", layout="cc2017", log=lambda m: None)
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))

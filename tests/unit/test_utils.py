@@ -1,29 +1,11 @@
 import numpy as np
 import pytest
 
-from fmrivid import stages
+from fmrivid.generate import stages as generate_stages
+
+from fmrivid.metrics import stages as metrics_stages
 from fmrivid.errors import InputError
-from fmrivid.utils import Logger, clip_seed, code_hash, run_stage
-
-
-def test_code_hash_tracks_module_content(tmp_path, monkeypatch):
-    import fmrivid.utils as u
-
-    pkg = tmp_path / "pkg"
-    (pkg / "sub").mkdir(parents=True)
-    (pkg / "sub" / "a.py").write_text("x = 1\n")
-    (pkg / "b.py").write_text("y = 2\n")
-    monkeypatch.setattr(u, "PACKAGE_DIR", pkg)
-    h1, hb = code_hash("sub"), code_hash("b.py")
-    (pkg / "sub" / "a.py").write_text("x = 2\n")
-    assert code_hash("sub") != h1 and code_hash("b.py") == hb
-    with pytest.raises(FileNotFoundError):
-        code_hash("missing")
-
-
-def test_real_code_hashes_are_stable():
-    assert code_hash("preprocess", "io") == code_hash("preprocess", "io")
-    assert code_hash("preprocess") != code_hash("metrics")
+from fmrivid.utils import Logger, clip_seed, run_stage
 
 
 def test_clip_seed_depends_on_seed_and_clip_only():
@@ -47,7 +29,7 @@ def test_run_stage_turns_input_errors_into_one_line(tmp_path, capsys):
 
 
 def test_prepare_condition_unit_norm():
-    out = stages.prepare_condition(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    out = generate_stages.prepare_condition(np.array([[3.0, 4.0], [0.0, 0.0]]))
     assert np.allclose(np.linalg.norm(out[0]), 1.0) and np.all(np.isfinite(out))
 
 
@@ -63,7 +45,7 @@ def test_metrics_table_is_byte_identical(tmp_path):
     write_clip_table(clip_rows("01", "demo", "psnr", "rgb", ["a", "b", "c"], vals)
                      + clip_rows("01", "shuffled_gt", "psnr", "rgb", ["a", "b", "c"], vals - 3), tmp_path / "c1.tsv")
     for out in ("a", "b"):
-        stages.run_metrics_table([tmp_path / "m1.tsv"], [tmp_path / "c1.tsv"], ["demo", "shuffled_gt"], "demo",
+        metrics_stages.metrics_table([tmp_path / "m1.tsv"], [tmp_path / "c1.tsv"], ["demo", "shuffled_gt"], "demo",
                                  "demo", tmp_path / f"{out}.tsv", tmp_path / f"w{out}.tsv", tmp_path / f"m{out}.tsv",
                                  tmp_path / f"x{out}.tsv", tmp_path / f"p{out}.tsv", log=lambda m: None)
     for stem in ("", "w", "m", "x", "p"):

@@ -6,6 +6,7 @@ module (in a copy of the repository, never this checkout) plans only the metric 
 The expected sets come from the workflow's own rule graph, not from a hand-written list.
 """
 
+import functools
 import re
 import shutil
 import subprocess
@@ -36,12 +37,19 @@ def planned(snakefile, workdir, configfile):
     return Counter({r: int(n) for r, n in re.findall(r"^(\w+)\s+(\d+)\s*$", stats, flags=re.M)})
 
 
-def descendants(snakefile, workdir, configfile, rules):
-    """The given rules and every rule that depends on them, from `snakemake --rulegraph`."""
+@functools.lru_cache(maxsize=None)
+def rulegraph(snakefile, workdir, configfile):
+    """(rule names, edges) of `snakemake --rulegraph` (code edits do not change it: cached per config)."""
     dot = snakemake(snakefile, workdir, "--rulegraph", "--configfile", str(configfile))
     names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", dot, flags=re.M))
     edges = [(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M)]
     assert names and edges, dot[-2000:]
+    return names, tuple(edges)
+
+
+def descendants(snakefile, workdir, configfile, rules):
+    """The given rules and every rule that depends on them, from `snakemake --rulegraph`."""
+    names, edges = rulegraph(str(snakefile), str(workdir), str(configfile))
     rules = [r for r in rules if r in names.values()]  # rules this config's DAG does not run are no roots
     found, todo = set(rules), list(rules)
     while todo:
@@ -80,7 +88,10 @@ def test_reordering_the_config_file_plans_nothing(tiny_run, tmp_path):
 
 def test_changing_a_decoder_setting_plans_that_decoder_and_its_dependents(tiny_run, tmp_path):
     cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
-    schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+    sys.path.insert(0, str(REPO))
+    from fmrivid.config import load_schema
+
+    schema = load_schema()
     alphas = cfg.get("decode", {}).get("alphas") or schema["properties"]["decode"]["properties"]["alphas"]["default"]
     cfg["decode"]["alphas"] = list(alphas)[:-1]  # one penalty fewer
     path = tmp_path / "changed.yaml"
@@ -97,7 +108,8 @@ def test_changing_a_decoder_setting_plans_that_decoder_and_its_dependents(tiny_r
     assert not {"preprocess", "frames", "text_features", "train_demo_unet", "simulate_demo"} & set(plan)
 
 
-def test_editing_a_metrics_module_plans_only_metrics_and_report(tiny_run, tmp_path):
+def copy_repo(tmp_path):
+    """A copy of the repository's workflow and package (edits never touch this checkout)."""
     copy = tmp_path / "repo"
     copy.mkdir()
     for part in ("Snakefile", "rules", "fmrivid", "workflow_scripts", "config", "envs"):
@@ -106,32 +118,132 @@ def test_editing_a_metrics_module_plans_only_metrics_and_report(tiny_run, tmp_pa
             shutil.copytree(src, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, copy / part)
-    module = copy / "fmrivid/metrics/pixel.py"  # (stats.py also serves the generator's shuffled control)
-    module.write_text(module.read_text() + "\n# a harmless edit: a comment is code, its hash changes\n")
+    return copy
 
+
+def rule_domains(repo):
+    """Rule -> the domain whose stage module it runs (params ``stage=stage("<domain>")``)."""
+    found = {}
+    for smk in sorted((repo / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
+            m = re.match(r"\s*rule (\w+):", block)
+            d = re.search(r"stage=stage\(\"(\w+)\"\)", block)
+            if m and d:
+                found[m.group(1)] = d.group(1)
+    return found
+
+
+def edit_one_function(path):
+    """Append a statement to the body of the first top-level function of ``path`` (a real code change)."""
+    import ast
+
+    text = path.read_text()
+    fn = next(n for n in ast.parse(text).body if isinstance(n, ast.FunctionDef))
+    lines = text.splitlines(keepends=True)
+    lines.insert(fn.end_lineno, "    _edited_by_the_test = True  # noqa: F841\n")
+    path.write_text("".join(lines))
+    return fn.name
+
+
+# Every stage module, and three modules of logic that several domains use.
+EDITED = sorted(str(p.relative_to(REPO)) for p in (REPO / "fmrivid").glob("*/stages.py")) + [
+    "fmrivid/metrics/pixel.py", "fmrivid/decoders/ridge.py", "fmrivid/report/figures.py"]
+
+
+# A copy's config file has another path: provenance (it records the config files) reruns whatever is edited.
+IN_A_COPY = {"provenance", "all"}
+
+
+def test_editing_a_function_plans_exactly_the_rules_that_import_it_and_their_dependents(tiny_run, tmp_path):
+    """Code fingerprints are derived (fmrivid.fingerprint): editing one function of a module plans the rules whose
+    stage module imports it, directly or not, and their dependents; nothing upstream, nothing beside.
+    `rules_importing` below reads the imports with its own walk, not with fmrivid.fingerprint."""
+    import ast
+
+    copy = copy_repo(tmp_path)
+    config = copy / "config/test.yaml"
+    domains = rule_domains(copy)
+
+    def imports_of(path):
+        own = ".".join(path.relative_to(copy).with_suffix("").parts)
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fmrivid"):
+                out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name.startswith("fmrivid")}
+        return out - {own}
+
+    def module_path(name):
+        base = copy.joinpath(*name.split("."))
+        for cand in (base.with_suffix(".py"), base / "__init__.py"):
+            if cand.exists():
+                return cand
+        return None
+
+    def reaches(start, target):
+        seen, todo = set(), [start, "fmrivid.runner"]
+        while todo:
+            name = todo.pop()
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):  # a module runs its packages' __init__ too
+                sub = ".".join(parts[:k])
+                path = module_path(sub)
+                if path is None or sub in seen:
+                    continue
+                seen.add(sub)
+                if path == target:
+                    return True
+                todo += sorted(imports_of(path))
+        return False
+
+    for rel in EDITED:
+        path = copy / rel
+        original = path.read_text()
+        function = edit_one_function(path)
+        try:
+            rules_importing = [r for r, d in domains.items() if reaches(f"fmrivid.{d}.stages", path)]
+            expected = descendants(copy / "Snakefile", tiny_run, config, rules_importing)
+            plan = planned(copy / "Snakefile", tiny_run, config)
+            assert set(plan) - IN_A_COPY == expected - IN_A_COPY, {
+                "edited": f"{rel}:{function}", "planned": sorted(plan), "expected": sorted(expected)}
+            if rel.endswith("stages.py"):  # a stage module reruns its own rules (those in this DAG)
+                own = {r for r, d in domains.items() if d == path.parent.name} & set(plan)
+                assert own, (rel, sorted(plan))
+        finally:
+            path.write_text(original)
+        assert set(planned(copy / "Snakefile", tiny_run, config)) <= IN_A_COPY, f"{rel}: restoring it plans nothing"
+
+
+def test_editing_decode_reruns_decode_and_its_dependents_only(tiny_run, tmp_path):
+    """The case the old hand-listed hashes missed: the body of the ridge decoder's stage function."""
+    copy = copy_repo(tmp_path)
+    path = copy / "fmrivid/decoders/stages.py"
+    text = path.read_text()
+    marker = "def decode(fmri_path, features_path, cfg, out_model, out_pred, log=print):\n"
+    assert marker in text
+    path.write_text(text.replace(marker, marker + "    _edited_by_the_test = True  # noqa: F841\n"))
     plan = planned(copy / "Snakefile", tiny_run, copy / "config/test.yaml")
-    expected = descendants(copy / "Snakefile", tiny_run, copy / "config/test.yaml",
-                           ["gt_cache", "evaluate_chunk", "evaluate", "brain_metrics", "metrics_table"])
-    # (every rule that runs fmrivid.metrics/pixel.py; the demo classifier hashes only its own module)
-    assert set(plan) == expected, {"planned": sorted(plan), "expected": sorted(expected)}
-    assert {"evaluate", "metrics_table"} <= set(plan)
-    assert not {"decode", "generate_chunk", "preprocess", "train_demo_unet"} & set(plan)
+    assert "decode" in plan and {"evaluate", "metrics_table"} <= set(plan)
+    assert not {"preprocess", "frames", "text_features", "train_demo_unet", "gt_cache", "splits"} & set(plan)
 
 
-def test_every_rule_hashes_the_code_it_runs():
-    """Snakemake tracks a script's own text, not the fmrivid modules it imports: each rule's params hold a
-    code_hash() of those modules (and the modules named there exist)."""
+def test_every_rule_runs_a_stage_named_as_the_rule():
+    """Every rule with a script runs workflow_scripts/run_stage.py with params stage=stage("<domain>") from
+    rules/<domain>.smk, and fmrivid.<domain>.stages has a function named as the rule."""
+    import importlib
+
     sys.path.insert(0, str(REPO))
-    from fmrivid.utils import code_hash
-
+    found = 0
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):
             m = re.match(r"\s*rule (\w+):", block)
             if not m or not re.search(r"^\s+(script|shell|run):", block, flags=re.M):
                 continue
-            calls = re.findall(r"code=code_hash\(([^)]*)\)", block)
-            assert calls, f"{smk.name}: rule {m.group(1)} has no params code=code_hash(...)"
-            for args in calls:
-                parts = re.findall(r"\"([^\"]+)\"", args)
-                if parts:  # literal module names: they must exist (code_hash raises otherwise)
-                    assert len(code_hash(*parts)) == 16
+            assert '"../workflow_scripts/run_stage.py"' in block, f"{smk.name}: rule {m.group(1)}"
+            d = re.search(r"stage=stage\(\"(\w+)\"\)", block)
+            assert d and d.group(1) == smk.stem, f"{smk.name}: rule {m.group(1)} runs no stage of its own domain"
+            module = importlib.import_module(f"fmrivid.{d.group(1)}.stages")
+            assert callable(getattr(module, m.group(1), None)), f"fmrivid.{d.group(1)}.stages.{m.group(1)}"
+            found += 1
+    assert found >= 39

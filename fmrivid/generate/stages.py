@@ -1,0 +1,291 @@
+"""Stages of rules/generate.smk: the demo generator, diffusers generation in chunks, merging.
+
+One function per rule, named as the rule: `workflow_scripts/run_stage.py` calls it with the rule's inputs
+(by name), outputs (``out_<name>``) and params as keyword arguments. Testable without Snakemake.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from fmrivid.errors import ConfigError, InputError
+from fmrivid.generate.methods import DIFFUSERS_DECODED
+from fmrivid.io.h5 import read_features, write_features
+from fmrivid.io.splits import chunk_rows, clip_ids, read_splits
+from fmrivid.io.video import write_clip_mp4s
+
+
+def _generator_cfg(cfg):
+    from fmrivid.generate.demo import default_config
+
+    full = default_config()
+    for part in ("vae", "unet", "sample"):
+        unknown = set(cfg.get(part, {})) - set(full[part])
+        if unknown:
+            from fmrivid.errors import ConfigError
+
+            raise ConfigError(f"unknown config key(s) generate.{part}.{sorted(unknown)} "
+                              f"(expected some of {sorted(full[part])})")
+        full[part].update(cfg.get(part, {}))
+    return full
+
+
+def train_demo_vae(frames_path, splits_path, cfg, seed, out_dir, log=print):
+    from fmrivid.generate.demo import train_vae
+    from fmrivid.devices import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, frames, _ = read_features(frames_path, train)
+    train_vae(frames, out_dir, _generator_cfg(cfg), seed=seed, device=resolve_device(cfg["device"], log), log=log)
+
+
+def train_demo_unet(frames_path, text_path, splits_path, vae_dir, cfg, seed, out_dir, log=print):
+    from fmrivid.generate.demo import train_unet
+    from fmrivid.devices import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, frames, _ = read_features(frames_path, train)
+    _, cond, _ = read_features(text_path, train)
+    train_unet(frames, cond, vae_dir, out_dir, _generator_cfg(cfg), seed=seed,
+               device=resolve_device(cfg["device"], log), log=log)
+
+
+def prepare_condition(pred):
+    """Decoded caption embeddings -> generator condition (unit norm, like the training captions)."""
+    norm = np.linalg.norm(pred, axis=1, keepdims=True)
+    return (pred / np.maximum(norm, 1e-8)).astype(np.float32)
+
+
+
+def generate_chunk(cfg, seed, out_path, chunk=0, n_total=None, shuffle=False, log=print, pred_path=None, vae_dir=None,
+                   diffusion_dir=None, token_model=None, fmri_path=None, pipeline=None, **decoded):
+    """Videos of one chunk of test clips from their decoded features (lossless uint8, one row per clip).
+
+    Chunk ``chunk`` holds the test clips ``[chunk * cfg['chunk_size'], ...)`` in the prediction file's order;
+    ``n_total`` (the number of test clips the workflow planned) is checked against the file. With ``shuffle``
+    the generator is fed the decoded features of other clips (one seeded derangement over all test clips):
+    the control that shows generation follows the brain, not the generator's prior.
+
+    ``cfg['method'] == 'demo'`` uses ``pred_path`` (decoded caption embeddings), ``vae_dir`` and
+    ``diffusion_dir``; the diffusers methods dispatch to :func:`generate_diffusers` with the decoded inputs
+    (keywords named as in :data:`DIFFUSERS_DECODED`), ``token_model``, ``fmri_path`` and ``pipeline``.
+    """
+    from fmrivid.errors import InputError
+
+    if cfg["method"] != "demo":
+        return generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chunk=chunk,
+                                      n_total=n_total, shuffle=shuffle, pipeline=pipeline, log=log)
+    from fmrivid.generate.demo import generate
+    from fmrivid.metrics.stats import derangement
+    from fmrivid.devices import resolve_device
+    from fmrivid.utils import clip_seed
+
+    ids, pred, _ = read_features(pred_path)
+    if n_total is not None and len(ids) != int(n_total):
+        raise InputError(pred_path, f"{n_total} test clips (the number the workflow planned its chunks for)",
+                         f"{len(ids)}")
+    if shuffle:
+        pred = pred[derangement(len(ids), seed)]
+    rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
+    ids, pred = list(ids[rows]), pred[rows]
+    full = _generator_cfg(cfg)
+    seeds = [clip_seed(seed, c) for c in ids]
+    log(f"chunk {chunk}: {len(ids)} test clips ({ids[0]} .. {ids[-1]}){' with SHUFFLED features' if shuffle else ''}")
+    video = generate(vae_dir, diffusion_dir, prepare_condition(pred), seeds, full["sample"],
+                     device=resolve_device(cfg["device"], log), log=log)
+    write_features(out_path, ids, video, {"method": cfg["method"] + ("_shuffled" if shuffle else ""),
+                                          "condition": cfg["condition"], "chunk": int(chunk),
+                                          "shuffled_features": bool(shuffle),
+                                          "seeds": json.dumps(seeds), "storage": "lossless uint8"})
+    log(f"generated {video.shape}")
+
+
+
+
+def pipeline_vae_spec(model):
+    """The ``features.vae_model`` spec of a generator's own VAE: ``<generate.pipeline.model>#vae``."""
+    return f"{model}#vae"
+
+
+def check_generator_vae(generate_cfg, vae_model):
+    """Raise ConfigError when a diffusers generator would receive latents of another VAE.
+
+    Parameters
+    ----------
+    generate_cfg : dict
+        The ``generate`` section (``method``, ``pipeline.model``).
+    vae_model : str
+        ``features.vae_model``.
+
+    Notes
+    -----
+    Checked for every diffusers method (``text_to_video`` too: its fine-tuning reads
+    ``features/vae_frames.h5``, and the latents of the decoders it sits beside must be the generator's).
+    """
+
+    if generate_cfg["method"] == "demo":
+        return
+    model = generate_cfg.get("pipeline", {}).get("model", "tiny")
+    want = pipeline_vae_spec(model)
+    if str(vae_model) != want:
+        raise ConfigError(f"features.vae_model {vae_model!r} disagrees with generate.pipeline.model {model!r}: "
+                          f"generate.method {generate_cfg['method']!r} denoises the latents of its own VAE, so "
+                          f"features.vae_model must be {want!r}")
+
+
+def _decoded_rows(path, key, log):
+    """Decoded features of one kind: ids, rows and the per-row shape recorded by the decoder (or None)."""
+    ids, arr, attrs = read_features(path)
+    shape = attrs.get("feature_shape")
+    shape = tuple(json.loads(shape)) if shape else (tuple(arr.shape[1:]) if arr.ndim > 2 else None)
+    log(f"decoded {key}: {path} {arr.shape}" + (f" rows of {shape}" if shape else ""))
+    return [str(c) for c in ids], arr, shape
+
+
+def generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chunk=0, n_total=None,
+                           shuffle=False, pipeline=None, log=print):
+    """One chunk of test clips generated by the diffusers pipeline from decoded features.
+
+    Parameters
+    ----------
+    decoded : dict of str -> path
+        Prediction files of the test clips, keys of :data:`DIFFUSERS_DECODED` ``[cfg['method']]``
+        (``text_tokens``; ``first_frame`` + ``motion``; ``vae``), all with the same clip ids in the
+        same order.
+    token_model : path
+        The ridge model (safetensors) of ``text_tokens``: applied to the mean TRAINING fMRI for the
+        negative condition of guidance (``pipeline.negative: mean_train``).
+    fmri_path : path
+        The subject's ``fmri/sub-XX.h5`` (only its training rows are read).
+    cfg : dict
+        The ``generate`` section: ``method``, ``device``, ``chunk_size``, ``pipeline`` (keys of
+        ``fmrivid.generate.pipelines.DEFAULTS`` except ``method``).
+    seed : int
+    out_path : path
+        uint8 (N, T, H, W, 3), lossless, attrs like the demo generator's.
+    chunk, n_total, shuffle :
+        As :func:`generate_chunk`; the shuffled control applies ONE derangement of all test clips to
+        every decoded input (tokens and latents alike), so each clip gets all of another clip's features.
+    pipeline : path, optional
+        A fine-tuned ``save_pretrained`` pipeline; default ``cfg['pipeline']['model']``.
+    """
+    from fmrivid.decoders.ridge import RidgeCV
+    from fmrivid.generate import pipelines
+    from fmrivid.metrics.stats import derangement
+    from fmrivid.preprocess.pipeline import read_subject
+    from fmrivid.devices import resolve_device
+    from fmrivid.utils import clip_seed
+
+    method = cfg["method"]
+    if method not in DIFFUSERS_DECODED:
+        raise ConfigError(f"generate.method: expected 'demo' or one of {sorted(DIFFUSERS_DECODED)}; "
+                          f"found {method!r}")
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method=method)
+    need = DIFFUSERS_DECODED[method]
+    decoded = dict(decoded or {})
+    missing = [k for k in need if k not in decoded]
+    if missing:
+        raise InputError("decoded", f"prediction files for {list(need)} (generate.method {method!r})",
+                         f"keys {sorted(decoded)} (missing {missing})")
+    rows_by_key, ids, shapes = {}, None, {}
+    for key in need:
+        kid, arr, shape = _decoded_rows(decoded[key], key, log)
+        if ids is None:
+            ids = kid
+        elif kid != ids:
+            raise InputError(decoded[key], f"the test clips of {decoded[need[0]]} in the same order",
+                             f"{len(kid)} clips ({kid[:3]}...)")
+        rows_by_key[key], shapes[key] = arr, shape
+    if n_total is not None and len(ids) != int(n_total):
+        raise InputError(decoded[need[0]], f"{n_total} test clips (the number the workflow planned its chunks "
+                         f"for)", f"{len(ids)}")
+    if shuffle:
+        perm = derangement(len(ids), seed)
+        rows_by_key = {k: v[perm] for k, v in rows_by_key.items()}
+    rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
+    ids = ids[rows]
+    device = resolve_device(cfg["device"], log)
+    negative = None
+    if pcfg["negative"] == "mean_train" and float(pcfg["guidance_scale"]) > 1.0:
+        sub = read_subject(fmri_path)
+        ridge = RidgeCV.load(token_model)
+        negative = pipelines.mean_train_negative(ridge.predict, sub["train_X"])  # training rows only
+        log(f"negative: text_tokens decoded from the mean of {len(sub['train_X'])} training fMRI samples")
+    latent_shape = next((shapes[k][-3:] for k in need[1:] if shapes[k] and len(shapes[k]) >= 3), None)
+    inputs = pipelines.generation_inputs(method, {k: v[rows] for k, v in rows_by_key.items()}, negative=negative,
+                                         token_shape=shapes["text_tokens"], latent_shape=latent_shape)
+    spec = str(pipeline) if pipeline else pcfg["model"]
+    log(f"chunk {chunk}: {len(ids)} test clips ({ids[0]} .. {ids[-1]}) with {method} from {spec}"
+        f"{' with SHUFFLED features' if shuffle else ''}")
+    # Weights seed 0, as for every feature model (the tiny VAE of features.vae_model 'tiny#vae' is this one's).
+    loaded = pipelines.load_pipeline(spec, pcfg, seed=0, device=device)
+    video = pipelines.generate(loaded, method, inputs, ids, pcfg, seed, device=device, log=log)
+    seeds = [clip_seed(seed, c) for c in ids]
+    write_features(out_path, ids, video, {"method": method + ("_shuffled" if shuffle else ""),
+                                          "condition": "text_tokens", "chunk": int(chunk),
+                                          "shuffled_features": bool(shuffle), "generator": spec,
+                                          "seeds": json.dumps(seeds), "storage": "lossless uint8"})
+    log(f"generated {video.shape}")
+
+
+def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out_dir, log=print):
+    """Fine-tune the diffusers generator on the TRAINING clips (latents + caption token embeddings).
+
+    Parameters
+    ----------
+    vae_frames_path : path
+        ``features/vae_frames.h5`` (scaled latents of every frame, from the generator's own VAE).
+    tokens_path : path
+        ``features/text_tokens.h5``.
+    splits_path : path
+        Only the ``train`` clips are read from either file.
+    cfg : dict
+        The ``generate`` section (``device``, ``pipeline.model``, ``finetune``).
+    out_dir : path
+        A ``save_pretrained`` pipeline folder (written atomically by ``finetune``).
+    """
+    from fmrivid.generate import pipelines
+    from fmrivid.generate.finetune import finetune
+    from fmrivid.devices import resolve_device
+
+    train = clip_ids(read_splits(splits_path), "train")
+    _, latents, _ = read_features(vae_frames_path, train)
+    _, tokens, _ = read_features(tokens_path, train)
+    if latents.ndim != 5 or tokens.ndim != 3:
+        raise InputError(vae_frames_path, "latents (N, T, C, h, w) and token embeddings (N, L, D) in "
+                         f"{tokens_path}", f"shapes {latents.shape} and {tokens.shape}")
+    device = resolve_device(cfg["device"], log)
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video", dtype="float32")
+    loaded = pipelines.load_pipeline(pcfg["model"], pcfg, seed=0, device=device)  # weights: as in generation
+    fcfg = {k: v for k, v in cfg.get("finetune", {}).items() if k != "enabled"}
+    log(f"fine-tuning {pcfg['model']} on {len(train)} training clips")
+    finetune(loaded, latents.astype(np.float32), tokens.astype(np.float32), fcfg, out_dir, seed=seed,
+             device=device, log=log)
+
+
+def merge_recon(chunk_paths, pred_path, out_recon, log=print, out_mp4=None, fps=4):
+    """Concatenate chunk files (in chunk order) into one file; their clip ids must equal the prediction file's.
+
+    The merged HDF5 is the lossless array the metrics read. With ``out_mp4`` every clip is also written as
+    ``<out_mp4>/<clip_id>.mp4`` (H.264, ``fps`` frames per second) for viewing; the folder appears whole or
+    not at all.
+    """
+    want, _, _ = read_features(pred_path)
+    ids, parts, seeds, attrs = [], [], [], {}
+    for path in chunk_paths:
+        cid, arr, attrs = read_features(path)
+        ids += [str(c) for c in cid]
+        parts.append(arr)
+        seeds += json.loads(attrs.get("seeds", "[]"))
+    if ids != [str(c) for c in want]:
+        raise InputError(chunk_paths[0], f"chunks covering the {len(want)} test clips of {pred_path} in order",
+                         f"{len(ids)} clips ({ids[:3]}...)")
+    attrs = {k: v for k, v in attrs.items() if k != "chunk"}
+    attrs.update({"seeds": json.dumps(seeds), "chunks": len(chunk_paths)})
+    videos = np.concatenate(parts)
+    if out_mp4 is not None:
+        write_clip_mp4s(out_mp4, ids, videos, fps, log=log)
+    write_features(out_recon, ids, videos, attrs)
+    log(f"merged {len(chunk_paths)} chunk(s): {len(ids)} clips")

@@ -123,41 +123,42 @@ def captions(splits_path, cfg, device, seed, out_path, frames_path=None, log=pri
         f"{cfg['model'] if captioner is not None else 'no model'}")
 
 
-def text_features(captions_path, model, batch_size, device, seed, out_path, log=print):
+def _caption_embeddings(captions_path, model, kind, embed, batch_size, device, seed, log):
+    """(captions table, loaded model, embeddings) of every caption with model ``kind`` and function ``embed``."""
     from fmrivid import models
-    from fmrivid.features.embed import text_embeddings
     from fmrivid.devices import resolve_device
 
     captions = read_captions(captions_path)
-    loaded = models.load(model, "text_encoder", seed=seed, device=resolve_device(device, log))
-    emb = text_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
+    loaded = models.load(model, kind, seed=seed, device=resolve_device(device, log))
+    return captions, loaded, embed(loaded, captions["caption"].tolist(), batch_size=batch_size)
+
+
+def text_features(captions_path, model, batch_size, device, seed, out_path, log=print):
+    """Caption embeddings (``features.text_model``): the decoders' text target."""
+    from fmrivid.features.embed import text_embeddings
+
+    captions, loaded, emb = _caption_embeddings(captions_path, model, "text_encoder", text_embeddings, batch_size,
+                                                device, seed, log)
     write_features(out_path, captions["clip_id"], emb, {"kind": "text", **loaded.info})
     log(f"text embeddings {emb.shape} from {loaded.info['resolved']}")
 
 
 def clip_text_features(captions_path, model, batch_size, device, seed, out_path, log=print):
     """CLIP text embeddings of the captions (same CLIP as the image features)."""
-    from fmrivid import models
     from fmrivid.features.embed import text_embeddings
-    from fmrivid.devices import resolve_device
 
-    captions = read_captions(captions_path)
-    loaded = models.load(model, "clip", seed=seed, device=resolve_device(device, log))
-    emb = text_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
-    write_features(out_path, captions["clip_id"], emb,
-                   _model_attrs("clip_text", loaded, batch_size=batch_size))
+    captions, loaded, emb = _caption_embeddings(captions_path, model, "clip", text_embeddings, batch_size, device,
+                                                seed, log)
+    write_features(out_path, captions["clip_id"], emb, _model_attrs("clip_text", loaded, batch_size=batch_size))
     log(f"CLIP text embeddings {emb.shape} from {loaded.info['resolved']}")
 
 
 def token_features(captions_path, model, batch_size, device, seed, out_path, log=print):
     """Token-level text embeddings (CLIPTextModel last_hidden_state): the generator's conditioning."""
-    from fmrivid import models
     from fmrivid.features.embed import token_embeddings
-    from fmrivid.devices import resolve_device
 
-    captions = read_captions(captions_path)
-    loaded = models.load(model, "text_tokens", seed=seed, device=resolve_device(device, log))
-    emb = token_embeddings(loaded, captions["caption"].tolist(), batch_size=batch_size)
+    captions, loaded, emb = _caption_embeddings(captions_path, model, "text_tokens", token_embeddings, batch_size,
+                                                device, seed, log)
     write_features(out_path, captions["clip_id"], emb,
                    _model_attrs("text_tokens", loaded, batch_size=batch_size, max_length=emb.shape[1]))
     log(f"token embeddings {emb.shape} from {loaded.info['resolved']}")

@@ -118,6 +118,9 @@ def describe(schema=None, prefix=""):
         if sub.get("type") == "object" and "properties" in sub:
             yield full, "object", "", sub.get("description", "")
             yield from describe(sub, prefix=full + ".")
+        elif sub.get("type") == "object" and isinstance(sub.get("additionalProperties"), dict):
+            yield full, "object", default, sub.get("description", "")  # a map: name -> entry
+            yield from describe(sub["additionalProperties"], prefix=full + ".<name>.")
         else:
             yield full, typ, default, sub.get("description", "")
 
@@ -125,9 +128,12 @@ def describe(schema=None, prefix=""):
 def markdown_table(schema=None):
     """The config reference as a Markdown table (the body of config/README.md)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    def cell(text):
+        return " ".join(str(text).split()).replace("|", "\\|")  # a pipe would end the cell, even in a code span
+
     for key, typ, default, desc in describe(schema):
-        shown = "" if default == "" else f"`{default}`"
-        lines.append(f"| `{key}` | {typ} | {shown} | {' '.join(str(desc).split())} |")
+        shown = "" if default == "" else f"`{cell(default)}`"
+        lines.append(f"| `{key}` | {cell(typ)} | {shown} | {cell(desc)} |")
     return "\n".join(lines) + "\n"
 
 

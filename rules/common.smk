@@ -198,6 +198,7 @@ NEURAL = [d for d in config["decode"]["neural"] if d in decoder_registry.NEURAL]
 DIFFUSERS = GENERATION_METHODS[METHOD].diffusers  # a diffusers pipeline (else the demo generator trained here)
 FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
 SURFACE = config["preprocess"]["surface"]
+VARIANTS = dict(config["generate"]["variants"]) or {METHOD: {}}  # generation variants, each evaluated as a method
 LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
 
 
@@ -230,6 +231,9 @@ def neural_inputs(wildcards):
     files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5"), "features": res(f"features/{d.target}.h5")}
     files.update({key: res(f"features/{stem}.h5") for key, stem in d.features.items()})
     files.update({f"decoded_{key}": DECODED_INPUTS[key](wildcards) for key in d.decoded})
+    for extra in sorted(EXTRAS_ASKED.get(d.name, ())):  # generate.variants reads it: train on its feature
+        if d.extras[extra]:
+            files[extra] = res(f"features/{d.extras[extra]}.h5")
     return files
 
 
@@ -272,27 +276,77 @@ def _decoded_latents(sub, kind):
     return res(f"predictions/ridge/sub-{sub}_{target}.h5")
 
 
-def generate_inputs(wildcards):
-    """Inputs of generate_chunk, from the method's entry in fmrivid/generate/methods.py: its decoded inputs, and
-    the demo generator's models, or (diffusers) the token decoder + the fMRI (the mean-training-fMRI negative)."""
-    sub = wildcards.sub
-    decoded = {
-        "caption": lambda: res(f"predictions/ridge/sub-{sub}_text.h5"),
-        "tokens": lambda: res(f"predictions/ridge/sub-{sub}_text_tokens.h5"),
-        "first": lambda: _decoded_latents(sub, "first"),
-        "frames": lambda: _decoded_latents(sub, "frames"),
+RIDGE_TARGET = {"caption": "text", "tokens": "text_tokens", "first": "vae", "frames": "vae_frames"}
+
+
+def decoded_source(sub, kind, source, where):
+    """(prediction file, dataset) of decoded input `kind` (caption/tokens/first/frames) from `source`: auto,
+    ridge, a decoder of decode.neural, or decoder:dataset (an extra prediction of its file)."""
+    if source == "auto":
+        if kind in ("first", "frames"):
+            return _decoded_latents(sub, kind), "features"
+        source = "ridge"
+    decoder, _, dataset = source.partition(":")
+    if decoder == "ridge":
+        target = RIDGE_TARGET[kind]
+        if target not in DECODE_TARGETS or dataset:
+            raise WorkflowError(
+                f"config key '{where}': ridge-decoded {target} is not made: add {target!r} to decode.targets "
+                f"(found {DECODE_TARGETS})"
+                if not dataset
+                else f"config key '{where}': ridge has no dataset {dataset!r}"
+            )
+        return res(f"predictions/ridge/sub-{sub}_{target}.h5"), "features"
+    if decoder not in config["decode"]["neural"]:
+        raise WorkflowError(
+            f"config key '{where}': expected auto, ridge or a decoder of decode.neural "
+            f"{config['decode']['neural']}; found {source!r}"
+        )
+    entry = decoder_registry.get(decoder)
+    dataset = dataset or ("tokens" if kind == "tokens" and "tokens" in entry.extras else "")
+    if dataset and dataset not in entry.extras:
+        raise WorkflowError(
+            f"config key '{where}': decoder {decoder} writes no dataset {dataset!r} (it has {sorted(entry.extras)})"
+        )
+    return res(f"predictions/{decoder}/sub-{sub}_{entry.target}.h5"), dataset or "features"
+
+
+def _variant_inputs(sub, method):
+    """keyword of generate_chunk -> (file, dataset) of the generation variant evaluated as `method`."""
+    name = method[: -len("_shuffled")] if method.endswith("_shuffled") else method
+    if name not in VARIANTS:
+        raise WorkflowError(
+            f"config key 'evaluate.methods': {method!r} is no generation variant (generate.variants: {list(VARIANTS)})"
+        )
+    return {
+        key: decoded_source(sub, kind, VARIANTS[name].get(kind, "auto"), f"generate.variants.{name}.{kind}")
+        for key, kind in GENERATION_METHODS[METHOD].decoded.items()
     }
-    files = {key: decoded[kind]() for key, kind in GENERATION_METHODS[METHOD].decoded.items()}
+
+
+def generate_inputs(wildcards):
+    """Inputs of generate_chunk, from its variant (generate.variants) and the method's entry in
+    fmrivid/generate/methods.py: decoded inputs, and the demo generator's models, or (diffusers) the token decoder
+    + the fMRI for the mean-training-fMRI negative when the tokens are ridge's."""
+    sub = wildcards.sub
+    chosen = _variant_inputs(sub, wildcards.method)
+    files = {key: path for key, (path, _) in chosen.items()}
     if not DIFFUSERS:
         files.update(vae_dir=f"{GENERATOR}/vae", diffusion_dir=f"{GENERATOR}/diffusion")
         return files
-    files.update(
-        token_model=res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
-        fmri_path=res(f"fmri/sub-{sub}.h5"),
-    )
+    if chosen["text_tokens"][1] == "features":  # ridge tokens: their negative comes from the ridge model
+        files.update(
+            token_model=res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
+            fmri_path=res(f"fmri/sub-{sub}.h5"),
+        )
     if FINETUNE:
         files["pipeline"] = f"{GENERATOR}/finetuned"
     return files
+
+
+def generate_sources(wildcards):
+    """Param of generate_chunk: keyword -> dataset of its prediction file (features unless an extra)."""
+    return {key: dataset for key, (_, dataset) in _variant_inputs(wildcards.sub, wildcards.method).items()}
 
 
 def recon_ids(wildcards):
@@ -313,3 +367,21 @@ import fmrivid.metrics.stages as _metric_stages
 
 EVAL_METHODS = _metric_stages.eval_methods(config)  # the generation methods evaluated, main first, controls after
 COMPARE = _metric_stages.compare_pair(config)  # the pair of methods the qualitative protocol compares
+
+
+def _extras_asked():
+    """Decoder -> extra datasets of its prediction file that a generation variant reads (checked at parse)."""
+    asked = {}
+    for name, sources in VARIANTS.items():
+        if name.endswith("_shuffled") or "/" in name:
+            raise WorkflowError(f"config key 'generate.variants.{name}': a name without '/' nor '_shuffled' suffix")
+        for key, kind in GENERATION_METHODS[METHOD].decoded.items():
+            path, dataset = decoded_source(
+                SUBJECTS[0], kind, sources.get(kind, "auto"), f"generate.variants.{name}.{kind}"
+            )
+            if dataset != "features":
+                asked.setdefault(path.split("/predictions/")[-1].split("/")[0], set()).add(dataset)
+    return asked
+
+
+EXTRAS_ASKED = _extras_asked()

@@ -142,6 +142,7 @@ rule generate_chunk:
         chunk=lambda wc: int(wc.chunk),
         n_total=N_TEST,
         shuffle=lambda wc: wc.method.endswith("_shuffled"),
+        sources=generate_sources,
         stage=stage("generate"),
     script:
         "../workflow_scripts/run_stage.py"

@@ -3,7 +3,7 @@
 
 rule subject_figures:
     input:
-        recon_path=res(f"recon/{METHOD}/sub-{{sub}}.h5"),
+        recon_path=res(f"recon/{EVAL_METHODS[0]}/sub-{{sub}}.h5"),  # the main method
         frames_path=res("features/frames.h5"),
     output:
         grid=report(

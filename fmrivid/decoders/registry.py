@@ -100,6 +100,10 @@ class Decoder:
     summary: one line for the schema and the reference.
     params: its settings, key -> (default, description) (the ``decode.<name>`` section).
     label: what its target is, in the text of its metric rows (default: the target's name).
+    extras: more predictions it can write into its prediction file as extra datasets, name -> the feature file
+        stem it must then be trained on (None: always written). Generation reads them by name
+        (``generate.variants``: e.g. ``tokens: semantic`` reads ``tokens``; ``frames: fusion:fmri_only``). An
+        extra trained on a feature also gets ``negative_<name>``: decoded from the mean training fMRI.
     """
 
     name: str
@@ -111,6 +115,7 @@ class Decoder:
     score: str = "latent"
     rule: str = "neural_decode"
     label: str = ""
+    extras: dict = field(default_factory=dict)
     module_name: str = ""  # fmrivid.decoders.<name>, written out: code fingerprints follow it like an import
 
     def __post_init__(self):
@@ -124,7 +129,8 @@ class Decoder:
 
 DECODERS = {d.name: d for d in [
     Decoder("semantic", "text", "tri-modal InfoNCE to the text/CLIP space", params=SEMANTIC_PARAMS,
-            features={"video": "image"}, score="embedding", module_name="fmrivid.decoders.semantic"),
+            features={"video": "image"}, score="embedding", extras={"tokens": "text_tokens"},
+            module_name="fmrivid.decoders.semantic"),
     Decoder("structure", "vae", "first-frame VAE latent", params=STRUCTURE_PARAMS,
             label="first-frame VAE latents", module_name="fmrivid.decoders.structure"),
     Decoder("motion", "vae_frames", "sparse-causal transformer over frame latents", params=MOTION_PARAMS,
@@ -132,7 +138,8 @@ DECODERS = {d.name: d for d in [
             module_name="fmrivid.decoders.motion"),
     Decoder("fusion", "vae_frames", "motion with wav2vec2 audio tokens; fMRI-only and fused side by side",
             params=FUSION_PARAMS, features={"audio": "wav2vec", "text": "text"}, decoded=("first", "text"),
-            score="latent_frames", label="frame VAE latents", module_name="fmrivid.decoders.fusion"),
+            score="latent_frames", label="frame VAE latents", extras={"fmri_only": None},
+            module_name="fmrivid.decoders.fusion"),
     Decoder("align", "text", "GLFA leave-one-subject-out on flat maps; needs preprocess.surface.flatmap",
             params=ALIGN_PARAMS, score="embedding", rule="align_decode", module_name="fmrivid.decoders.align"),
     Decoder("encoder", "voxels", "stimulus-to-voxel convnet with a middle-frame decoder", params=ENCODER_PARAMS,

@@ -134,8 +134,10 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     extra = {k: v for k, v in inputs.items() if not k.startswith("decoded_")}
     preds = {k[len("decoded_"):]: v for k, v in inputs.items() if k.startswith("decoded_")}
     expected = set(entry.features) | {f"decoded_{k}" for k in entry.decoded}
-    if set(inputs) != expected:
-        raise TypeError(f"neural_decode {decoder}: inputs {sorted(inputs)}, its registry entry names {sorted(expected)}")
+    asked = sorted(set(inputs) - expected)  # extras asked for (generate.variants): their training features
+    if not set(inputs) >= expected or not set(asked) <= {k for k, v in entry.extras.items() if v}:
+        raise TypeError(f"neural_decode {decoder}: inputs {sorted(inputs)}, its registry entry names {sorted(expected)} "
+                        f"and extras {sorted(entry.extras)}")
     from fmrivid.devices import resolve_device
 
     mod = entry.module
@@ -148,6 +150,11 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     data["train_Y"] = read_features(features, train_ids)[1]
     for key in set(entry.features) - {"audio", "text"} if name == "fusion" else entry.features:
         data[f"train_{key}"] = read_features(extra[key], train_ids)[1]
+    for key in asked:
+        data[f"train_{key}"] = read_features(extra[key], train_ids)[1]
+    n_test = len(test_ids)
+    if asked:  # one more row: the mean training fMRI, decoded as the generator's negative condition
+        data["test_X"] = np.vstack([data["test_X"], data["train_X"].mean(0, keepdims=True)])
     if "first" in preds:
         first = read_features(preds["first"], test_ids)[1]
         data["test_first"] = first.reshape((len(test_ids),) + data["train_Y"].shape[2:])
@@ -173,12 +180,16 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
         results[name] = mod.fit_predict(data, dcfg, out_model, ckpt_dir, seed, device, log)
     main = results.get("audio", results.get(name))
     attrs = {"decoder": name, "target": target, "n_train": len(train_ids), "config": json.dumps(dcfg, sort_keys=True)}
+    extras = {}
     if name == "fusion":
-        with_mode = {"mode": "fused (fMRI queries, training-clip audio keys/values)"}
-        write_features(str(out_pred).replace(".h5", "_fmri_only.h5"), test_ids,
-                       np.asarray(results["fmri_only"]["pred"], np.float32), {**attrs, "mode": "fmri_only"})
-        attrs.update(with_mode)
-    write_features(out_pred, test_ids, np.asarray(main["pred"], np.float32), attrs)
+        attrs["mode"] = "fused (fMRI queries, training-clip audio keys/values); dataset fmri_only: fMRI-only"
+        extras["fmri_only"] = np.asarray(results["fmri_only"]["pred"], np.float32)
+    for key in asked:
+        extras[key] = np.asarray(main[key][:n_test], np.float32)
+        extras[f"negative_{key}"] = np.asarray(main[key][n_test:], np.float32)
+        log(f"extra prediction {key} {extras[key].shape} (+ negative_{key}: decoded from the mean training fMRI)")
+    main = {**main, "pred": main["pred"][:n_test]}
+    write_features(out_pred, test_ids, np.asarray(main["pred"], np.float32), attrs, extra=extras)
     history = []
     for mode, res in results.items():
         for row in res.get("history") or []:

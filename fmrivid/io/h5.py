@@ -27,8 +27,12 @@ def _attr_value(value):
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def write_features(path, clip_ids, features, attrs=None, compression="gzip"):
-    """Write ``features`` (N, ...) with their ``clip_ids`` atomically to ``path``."""
+def write_features(path, clip_ids, features, attrs=None, compression="gzip", extra=None):
+    """Write ``features`` (N, ...) with their ``clip_ids`` atomically to ``path``.
+
+    ``extra``: more datasets of the same file, name -> array (e.g. a decoder's alternative predictions of the same
+    clips, ``fmri_only``, or its ``negative`` condition), read back with ``read_features(path, dataset=name)``.
+    """
     features = np.asarray(features)
     clip_ids = [str(c) for c in clip_ids]
     if len(clip_ids) != features.shape[0]:
@@ -39,12 +43,19 @@ def write_features(path, clip_ids, features, attrs=None, compression="gzip"):
         with h5py.File(tmp, "w") as f:
             f.create_dataset("clip_id", data=np.array(clip_ids, dtype=object), dtype=_STR)
             f.create_dataset("features", data=features, compression=compression)
+            for key, value in (extra or {}).items():
+                if key in ("clip_id", "features"):
+                    raise ValueError(f"write_features({path}): extra dataset {key!r} would replace the main one")
+                f.create_dataset(key, data=np.asarray(value), compression=compression)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = _attr_value(value)
 
 
-def read_features(path, clip_ids=None):
+def read_features(path, clip_ids=None, dataset="features"):
     """Read a feature file; optionally select and order rows by ``clip_ids``.
+
+    ``dataset``: ``features`` (the main rows) or an ``extra`` dataset written by :func:`write_features`; rows of
+    an extra dataset are selected by ``clip_ids`` when it has one row per clip.
 
     Returns
     -------
@@ -56,16 +67,16 @@ def read_features(path, clip_ids=None):
     if not path.exists():
         raise InputError(path, "an HDF5 feature file", "no such file")
     with h5py.File(path, "r") as f:
-        if "clip_id" not in f or "features" not in f:
-            raise InputError(path, "datasets 'clip_id' and 'features'", f"keys {sorted(f.keys())}")
+        if "clip_id" not in f or dataset not in f:
+            raise InputError(path, f"datasets 'clip_id' and {dataset!r}", f"keys {sorted(f.keys())}")
         ids = [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][()]]
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if clip_ids is None:
-            return ids, f["features"][()], attrs
+            return ids, f[dataset][()], attrs
         index = {c: i for i, c in enumerate(ids)}
         missing = [c for c in clip_ids if c not in index]
         if missing:
             raise InputError(path, f"rows for clips {missing[:5]}", f"{len(ids)} clips without them")
         rows = np.array([index[c] for c in clip_ids], dtype=int)
-        data = f["features"][()][rows] if len(rows) else f["features"][()][:0]
+        data = f[dataset][()][rows] if len(rows) else f[dataset][()][:0]
         return list(clip_ids), data, attrs

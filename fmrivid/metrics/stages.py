@@ -109,10 +109,12 @@ def _finish_evaluation(rows, clips, models_info, targets, pred_paths, truth_path
 
 
 def eval_methods(config):
-    """Reconstruction methods evaluated: ``evaluate.methods`` or the generator's method, plus
-    ``<method>_shuffled`` (the generator fed shuffled decoded features) when ``generate.shuffled_control``."""
-    methods = list(config["evaluate"]["methods"]) or [config["generate"]["method"]]
-    control = f"{config['generate']['method']}_shuffled"
+    """Reconstruction methods evaluated: ``evaluate.methods`` or the generation variants (``generate.variants``;
+    default one, named ``generate.method``), plus ``<first variant>_shuffled`` (the generator fed shuffled decoded
+    features) when ``generate.shuffled_control``."""
+    variants = list(config["generate"].get("variants") or {}) or [config["generate"]["method"]]
+    methods = list(config["evaluate"]["methods"]) or variants
+    control = f"{variants[0]}_shuffled"
     if config["generate"].get("shuffled_control") and control not in methods:
         methods.append(control)
     return methods

@@ -101,3 +101,18 @@ def test_stimulus_table_checks(tmp_path):
     p.write_text("clip_id\tfile\tcaption\tsplit\na\ta.mp4\tx\ttrain\nb\tb.mp4\ty\tvalidation\n")
     with pytest.raises(InputError, match="split values"):
         bids.read_stimulus_table(p)
+
+
+def test_feature_files_hold_extra_datasets_read_by_name(tmp_path):
+    from fmrivid.io.h5 import read_features, write_features
+
+    path = tmp_path / "pred.h5"
+    write_features(path, ["a", "b"], np.zeros((2, 3)), {"decoder": "x"},
+                   extra={"tokens": np.arange(12.0).reshape(2, 2, 3), "negative_tokens": np.ones((1, 2, 3))})
+    ids, tokens, attrs = read_features(path, ["b", "a"], dataset="tokens")
+    assert ids == ["b", "a"] and tokens[0, 0, 0] == 6.0 and attrs["decoder"] == "x"
+    assert read_features(path, dataset="negative_tokens")[1].shape == (1, 2, 3)
+    with pytest.raises(InputError, match="'fmri_only'"):
+        read_features(path, dataset="fmri_only")
+    with pytest.raises(ValueError, match="replace the main one"):
+        write_features(tmp_path / "x.h5", ["a"], np.zeros((1, 1)), extra={"features": np.zeros(1)})

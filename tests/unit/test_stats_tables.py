@@ -225,3 +225,15 @@ def test_metrics_refuse_frames_not_stored_losslessly(tmp_path):
         suite.check_lossless(tmp_path / "gif.h5", read_features(tmp_path / "gif.h5")[2])
     with pytest.raises(InputError, match="uint8"):
         pixel.psnr(clips.astype(np.float32), clips.astype(np.float32))
+
+
+def test_generation_variants_are_the_evaluated_methods():
+    from fmrivid.metrics.stages import compare_pair, eval_methods
+
+    cfg = {"evaluate": {"methods": [], "compare": []},
+           "generate": {"method": "structure_motion", "shuffled_control": True,
+                        "variants": {"fusion": {"frames": "fusion"}, "fmri_only": {"frames": "fusion:fmri_only"}}}}
+    assert eval_methods(cfg) == ["fusion", "fmri_only", "fusion_shuffled"]
+    assert compare_pair(cfg) == ["fusion", "shuffled_gt"]
+    cfg["generate"]["variants"] = {}
+    assert eval_methods(cfg) == ["structure_motion", "structure_motion_shuffled"]

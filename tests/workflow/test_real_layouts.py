@@ -107,6 +107,16 @@ def test_cc2017_preset_plans_every_rule_and_keeps_240_samples_per_segment(tmp_pa
     assert sub["space"] == "cifti" and np.all(sub["grayordinate"] < 59412)
     table = pd.read_csv(tmp_path / "results/stimuli/clips.tsv", sep="\t")
     assert len(table) == 720 and table["file"].str.endswith(("seg1.mp4", "seg2.mp4", "test1.mp4")).all()
+    # The seed recipes that run on the demo data (tests/workflow/test_recipes.py) plan on CC2017 too, each with its
+    # own methods (generation variants) and decoders.
+    for recipe, methods, decoders in (("mind_animator", {"mind_animator"}, {"semantic", "structure", "motion"}),
+                                      ("audio_guided", {"fusion", "fmri_only"}, {"fusion"})):
+        proc = smk(tmp_path, "-n", "--configfile", str(REPO / "config/cc2017.yaml"), str(ds_yaml),
+                   str(REPO / f"config/recipes/{recipe}.yaml"), str(TINY))
+        for m in methods:
+            assert f"results/recon/{m}/sub-1.h5" in proc.stdout, (recipe, m)
+        for d in decoders:
+            assert f"results/predictions/{d}/sub-1_" in proc.stdout, (recipe, d)
 
 
 def test_user_config_without_dataset_root_is_one_clear_line(tmp_path):

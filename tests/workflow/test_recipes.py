@@ -1,0 +1,85 @@
+"""Seed recipes (config/recipes/) on the demo data, layered as a user would: config/test.yaml, the recipe, then a
+"fast" layer that keeps the test's data, features and tiny models and shrinks the decoders and the generator.
+Each test checks the piece that makes the recipe that seed, on a copy of the shared tiny run."""
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+from fmrivid.io.h5 import read_features
+from test_decoders_workflow import TINY
+from test_generate_workflow import PIPELINE
+from test_workflow import smk
+
+pytestmark = pytest.mark.workflow
+
+
+def fast_layer(tmp_path, **generate):
+    """The test's own data, features and selection (nothing upstream recomputed but the generator's VAE
+    latents), tiny models, tiny neural decoders and a 2-step tiny pipeline."""
+    test = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    features = dict(test["features"], vae_model="tiny#vae", vae_all_frames=True, image_frame="middle")
+    layer = {"preprocess": test["preprocess"], "features": features,
+             "decode": {k: v for k, v in TINY.items() if k != "neural"},
+             "generate": {"device": "cpu", "chunk_size": 4, "shuffled_control": False,
+                          "pipeline": dict(PIPELINE, motion_mode="absolute"), **generate},
+             "evaluate": {"n_boot": 100, "device": "cpu", "frame_classifier": "demo", "video_classifier": "tiny",
+                          "clip_model": None, "lpips": []}}
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(layer))
+    return path
+
+
+def run_recipe(tiny_run, tmp_path, recipe, *targets):
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    smk(work, *targets, "--cores", "2", "--configfile", str(REPO / "config/test.yaml"),
+        str(REPO / f"config/recipes/{recipe}.yaml"), str(fast_layer(tmp_path)))
+    return work / "results"
+
+
+def test_mind_animator_generation_reads_the_semantic_decoders_token_mlp(tiny_run, tmp_path):
+    res = run_recipe(tiny_run, tmp_path, "mind_animator", "results/recon/mind_animator/sub-01.h5")
+    ids, video, attrs = read_features(res / "recon/mind_animator/sub-01.h5")
+    inputs = json.loads(attrs["inputs"])
+    assert inputs["text_tokens"].endswith("predictions/semantic/sub-01_text.h5[tokens]")
+    assert inputs["first_frame"].endswith("predictions/structure/sub-01_vae.h5[features]")
+    assert inputs["motion"].endswith("predictions/motion/sub-01_vae_frames.h5[features]")
+    assert video.shape[0] == len(ids) and video.std() > 0
+    _, tokens, _ = read_features(res / "features/text_tokens.h5")
+    with h5py.File(res / "predictions/semantic/sub-01_text.h5") as f:  # the MLP's tokens, in the generator's space
+        assert f["tokens"].shape == (len(ids), *tokens.shape[1:]) and f["negative_tokens"].shape[0] == 1
+        assert np.isfinite(f["tokens"][()]).all()
+    log = (res / "logs/generate_mind_animator_sub-01_chunk-000.log").read_text()
+    assert "negative_tokens" in log  # the negative: the semantic decoder's reading of the mean training fMRI
+    assert not (res / "models/ridge/sub-01_text_tokens.safetensors").exists() or "token_model" not in log
+
+
+def test_audio_guided_fused_and_fmri_only_videos_are_two_methods(tiny_run, tmp_path):
+    res = run_recipe(tiny_run, tmp_path, "audio_guided", "results/recon/fusion/sub-01.h5",
+                     "results/recon/fmri_only/sub-01.h5")
+    f_ids, fused, f_attrs = read_features(res / "recon/fusion/sub-01.h5")
+    o_ids, only, o_attrs = read_features(res / "recon/fmri_only/sub-01.h5")
+    assert f_ids == o_ids and fused.shape == only.shape
+    assert json.loads(o_attrs["inputs"])["motion"].endswith("predictions/fusion/sub-01_vae_frames.h5[fmri_only]")
+    assert json.loads(f_attrs["inputs"])["motion"].endswith("predictions/fusion/sub-01_vae_frames.h5[features]")
+    # Same generator, seeds and tokens; only the motion latents differ: so do the videos (first frame aside).
+    assert np.abs(fused.astype(float) - only.astype(float)).mean() > 0.5
+
+
+def test_a_variant_reading_a_decoder_not_run_stops_the_plan_naming_the_key(tmp_path):
+    cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    cfg["generate"]["variants"] = {"mine": {"caption": "semantic"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "generate.variants.mine.caption" in out and "decode.neural" in out
+    cfg["decode"]["neural"] = ["semantic"]  # now it is run: the plan generates `mine` from its decoded text
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", "results/recon/mine/sub-01.h5", "--configfile", str(tmp_path / "ok.yaml"))
+    assert "results/predictions/semantic/sub-01_text.h5" in proc.stdout

@@ -239,7 +239,8 @@ def audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print, sp
 
 
 def wav2vec_features(audio_dir, cfg, tr, device, seed, out_path, log=print):
-    """wav2vec2 embeddings of the synthesized audio, one row per TR window (centred on TR centres)."""
+    """wav2vec2 embeddings of the synthesized audio: ``cfg['tokens_per_tr']`` rows per TR (default 1), windows
+    centred on the centres of those TR fractions (sub-TR audio tokens for the fusion decoder's cross-attention)."""
     from fmrivid import models
     from fmrivid.features.audio import wav2vec_embeddings
     from fmrivid.stimuli.audio import read_wavs
@@ -251,10 +252,12 @@ def wav2vec_features(audio_dir, cfg, tr, device, seed, out_path, log=print):
     loaded = models.load(cfg["model"], "wav2vec2", seed=seed, device=device, dtype=_half_on_cuda(device))
     rate = int(getattr(loaded.processor, "sampling_rate", 16000))
     audio, rate = read_wavs(audio_dir, ids, rate=rate)
-    emb = wav2vec_embeddings(loaded, audio, rate, tr, cfg["window_trs"], cfg["batch_size"], cfg["layer"])
-    write_features(out_path, ids, emb, _model_attrs("wav2vec2", loaded, tr=tr, window_trs=cfg["window_trs"],
-                                                    layer=cfg["layer"], rows="TR windows centred on "
-                                                    "(j + 0.5) * tr after clip onset"))
+    per_tr = int(cfg.get("tokens_per_tr", 1))
+    hop = float(tr) / per_tr  # windows are cut per hop, window_trs hops long
+    emb = wav2vec_embeddings(loaded, audio, rate, hop, cfg["window_trs"], cfg["batch_size"], cfg["layer"])
+    write_features(out_path, ids, emb, _model_attrs("wav2vec2", loaded, tr=tr, tokens_per_tr=per_tr,
+                                                    window_trs=cfg["window_trs"], layer=cfg["layer"],
+                                                    rows=f"windows centred on (j + 0.5) * {hop:g} s after clip onset"))
     log(f"wav2vec2 embeddings {emb.shape} from {loaded.info['resolved']}")
 
 

@@ -17,6 +17,9 @@ VARIANTS = {
            "responses and the mean of the other subjects' on the voxels all subjects kept; mean over voxels",
     "fsc": "fMRI spatial correlation (GLFA): per test clip, Pearson r over the common voxels between this "
            "subject's response pattern and the mean pattern of the other subjects; mean over clips",
+    "fsc_pairwise": "fMRI spatial correlation as GLFA defines it (seed 002, Cross-subject Alignment Metrics): "
+                    "r(s_i, s_j), per test clip the Pearson r over the common voxels between the two subjects' "
+                    "response patterns; mean over clips; subject column 's_i/s_j'",
 }
 
 
@@ -120,6 +123,24 @@ def isc(aligned):
     dict of str -> ndarray, shape (V,)
     """
     return {s: column_corr(_check_matrix(aligned[s], f"sub-{s}"), _others_mean(aligned, s)) for s in aligned}
+
+
+def fsc_pairwise(aligned):
+    """GLFA's fSC between every pair of subjects: per clip, the spatial Pearson r of their patterns.
+
+    Parameters
+    ----------
+    aligned : dict of str -> ndarray, shape (N, V)
+        Output of :func:`common_voxels`.
+
+    Returns
+    -------
+    dict of (str, str) -> ndarray, shape (N,)
+        Keys ``(s_i, s_j)`` with ``s_i < s_j``; the mean over clips is the paper's ``r(s_i, s_j)``.
+    """
+    subs = sorted(aligned)
+    mats = {s: _check_matrix(aligned[s], f"sub-{s}") for s in subs}
+    return {(a, b): column_corr(mats[a].T, mats[b].T) for i, a in enumerate(subs) for b in subs[i + 1:]}
 
 
 def fsc(aligned):

@@ -123,6 +123,13 @@ def test_feature_stages_write_attrs_and_align_rows(stimuli, tmp_path):
     assert json.loads(attrs["settings"])["frames"] == "all" and attrs["dtype"] == "float32"
     _, _, attrs = read_features(stimuli / "w2v.h5")
     assert attrs["class"] == "transformers.Wav2Vec2Model" and json.loads(attrs["settings"])["tr"] == 0.5
+    # Sub-TR audio tokens: 4 per TR of 0.5 s gives 16 rows per 2-s clip, each the mean of its 0.125-s window.
+    features_stages.wav2vec_features(stimuli / "audio", {**w2v_cfg, "tokens_per_tr": 4}, 0.5, "cpu", 0,
+                                     stimuli / "w2v4.h5", **QUIET)
+    _, fine, attrs = read_features(stimuli / "w2v4.h5")
+    assert fine.shape[:2] == (2, 16) and json.loads(attrs["settings"])["tokens_per_tr"] == 4
+    _, coarse, _ = read_features(stimuli / "w2v.h5")
+    assert not np.allclose(fine[:, ::4], coarse)  # finer windows, other means
 
 
 def test_audio_needs_one_duration_and_every_clip_presented(stimuli):

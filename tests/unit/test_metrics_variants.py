@@ -297,6 +297,11 @@ def test_isc_fsc_match_numpy_after_voxel_alignment():
         np.testing.assert_allclose(fsc[s], [np.corrcoef(aligned[s][i], others[i])[0, 1] for i in range(10)],
                                    atol=1e-12)
         assert isc[s].mean() > 0.5  # planted shared signal
+    pairs = brain.fsc_pairwise(aligned)  # GLFA's r(s_i, s_j): subject against subject, not against the mean
+    assert sorted(pairs) == [("01", "02"), ("01", "03"), ("02", "03")]
+    np.testing.assert_allclose(pairs[("01", "03")], [np.corrcoef(aligned["01"][i], aligned["03"][i])[0, 1]
+                                                     for i in range(10)], atol=1e-12)
+    assert pairs[("01", "02")].mean() < fsc["01"].mean()  # the mean of two noisy subjects is the cleaner pattern
     bad = dict(subs["02"], affine=np.eye(4) * 2)
     with pytest.raises(InputError, match="affine"):
         brain.common_voxels({"01": subs["01"], "02": bad})

@@ -43,7 +43,7 @@ def test_neural_decoders_run_as_rules(tiny_run, tmp_path):
             "glfa_aligned", "glfa_unaligned", "glfa_loso_text", "encoder", "encoder_shuffled_stimulus",
             "shuffled_gt"} <= methods, methods
     assert set(rows["subject"]) == {"01"}
-    assert {"two_way_ident", "latent_corr", "fsc", "isc", "voxel_r"} <= set(rows["metric"])
+    assert {"two_way_ident", "latent_corr", "fsc", "isc", "voxel_r", "decoded_frame_ssim"} <= set(rows["metric"])
     assert rows["value"].notna().all()
     for d, t in (("semantic", "text"), ("structure", "vae"), ("motion", "vae_frames"), ("encoder", "voxels")):
         with safe_open(str(res / f"models/{d}/sub-01_{t}.safetensors"), "pt") as fh:

@@ -237,6 +237,12 @@ def neural_inputs(wildcards):
     return files
 
 
+def align_inputs(wildcards):
+    """Extra inputs of align_decode: the features of extras a generation variant reads (tokens: align)."""
+    entry = decoder_registry.get("align")
+    return {x: res(f"features/{entry.extras[x]}.h5") for x in sorted(EXTRAS_ASKED.get("align", ()))}
+
+
 def decoder_tables():
     """metrics/decoders/<decoder>_sub-XX_<target>.tsv of every decoder in decode.neural."""
     return [
@@ -373,14 +379,17 @@ def _extras_asked():
     """Decoder -> extra datasets of its prediction file that a generation variant reads (checked at parse)."""
     asked = {}
     for name, sources in VARIANTS.items():
-        if name.endswith("_shuffled") or "/" in name:
-            raise WorkflowError(f"config key 'generate.variants.{name}': a name without '/' nor '_shuffled' suffix")
+        if name.endswith("_shuffled") or not name.replace("-", "_").isidentifier():
+            raise WorkflowError(
+                f"config key 'generate.variants.{name}': expected a name of letters, digits, _ or - that does "
+                "not end in _shuffled (the control's suffix)"
+            )
         for key, kind in GENERATION_METHODS[METHOD].decoded.items():
             path, dataset = decoded_source(
                 SUBJECTS[0], kind, sources.get(kind, "auto"), f"generate.variants.{name}.{kind}"
             )
-            if dataset != "features":
-                asked.setdefault(path.split("/predictions/")[-1].split("/")[0], set()).add(dataset)
+            if dataset != "features":  # the source names a decoder (decoder or decoder:dataset)
+                asked.setdefault(sources[kind].partition(":")[0], set()).add(dataset)
     return asked
 
 

@@ -71,6 +71,7 @@ rule neural_decode:
 
 rule align_decode:
     input:
+        unpack(align_inputs),
         flatmap_paths=expand(res("surface/sub-{s}_flatmaps.h5"), s=SUBJECTS),
         feature_path=res("features/text.h5"),
     output:

@@ -604,7 +604,8 @@ def loso_decode(maps_by_subject, heldout, feature_ids, features, cfg=None, out_a
         the :func:`alignment_table` rows plus, when the test features are given, rows
         ``metric="decode_r"`` with ``variant`` aligned / unaligned / shuffled and ``value`` the mean
         over feature dimensions of the Pearson r over test clips; ``align``: the :func:`fit_align`
-        result.
+        result; ``pred_mean_train`` (1, d): the decoder applied to the held-out subject's mean aligned
+        TRAINING map (the negative condition of a generator fed these predictions).
     """
     from fmrivid.decoders.ridge import RidgeCV
     from fmrivid.metrics.brain import column_corr
@@ -641,6 +642,10 @@ def loso_decode(maps_by_subject, heldout, feature_ids, features, cfg=None, out_a
     out = {"pred": decoder.predict(aligned_test), "test_ids": test_ids,
            "pred_unaligned": decoder.predict(raw_test), "pred_shuffled": control.predict(aligned_test),
            "table": list(res["table"]), "align": res}
+    own_train = res["aligned"][heldout].get("train_maps")
+    if own_train is not None and len(own_train):  # the held-out subject's mean training map, decoded
+        mean_map = np.asarray(own_train, np.float32).reshape(len(own_train), -1)[:, mask].mean(0, keepdims=True)
+        out["pred_mean_train"] = decoder.predict(mean_map)
     known = {str(c) for c in feature_ids}
     if n >= 2 and all(str(c) in known for c in test_ids):
         truth = _feature_rows(feature_ids, features, test_ids, "test")

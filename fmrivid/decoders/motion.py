@@ -62,17 +62,26 @@ def sparse_causal_attention(q, k, v, heads, dropout=0.0):
 
 
 class FMRITokens(nn.Module):
-    """Standardised fMRI (V,) -> ``n`` context tokens of width ``width``."""
+    """Standardised fMRI (V,) -> (optionally its first ``pca`` principal components) -> ``n`` context tokens."""
 
-    def __init__(self, n_vox, n, width):
+    def __init__(self, n_vox, n, width, pca=0):
         super().__init__()
         self.n, self.width = int(n), int(width)
         self.scaler = nnutil.Standardizer((n_vox,))
-        self.proj = nn.Linear(n_vox, self.n * self.width)
+        self.pca = nnutil.PCAProjection(n_vox, int(pca)) if int(pca) else None
+        self.proj = nn.Linear(int(pca) or n_vox, self.n * self.width)
         self.norm = nn.LayerNorm(self.width)
 
+    def fit(self, x):
+        """Scaler (and PCA) from the training rows; returns the variance the PCA keeps (1.0 without)."""
+        self.scaler.fit(x)
+        return 1.0 if self.pca is None else self.pca.fit(self.scaler(torch.as_tensor(x, dtype=torch.float32)))
+
     def forward(self, x):
-        return self.norm(self.proj(self.scaler(x)).reshape(len(x), self.n, self.width))
+        z = self.scaler(x)
+        if self.pca is not None:
+            z = self.pca(z)
+        return self.norm(self.proj(z).reshape(len(x), self.n, self.width))
 
 
 class _Block(nn.Module):
@@ -113,14 +122,14 @@ class MotionDecoder(nn.Module):
     """
 
     def __init__(self, n_vox, frame_shape, n_frames, width, heads, depth, patch, fmri_tokens, dropout,
-                 fusion=None):
+                 fusion=None, pca=0):
         super().__init__()
         C, h, w = (int(s) for s in frame_shape)
         self.frame_shape, self.n_frames, self.patch = (C, h, w), int(n_frames), int(patch)
         self.grid = (h // self.patch, w // self.patch)
         n_patch, d_patch = self.grid[0] * self.grid[1], C * self.patch ** 2
         self.y_scaler = nnutil.Standardizer(())
-        self.fmri = FMRITokens(n_vox, fmri_tokens, width)
+        self.fmri = FMRITokens(n_vox, fmri_tokens, width, pca)
         self.fusion = fusion
         self.embed = nn.Linear(d_patch, width)
         self.pos = nn.Parameter(0.02 * torch.randn(n_patch, width))
@@ -211,10 +220,13 @@ def fit_predict_motion(name, data, cfg, out_model, ckpt_dir, seed, device, log, 
     def build():
         fusion = None if make_fusion is None else make_fusion(audio.shape[1:], int(cfg["width"]), int(cfg["heads"]))
         return MotionDecoder(X.shape[1], Y.shape[2:], Y.shape[1], cfg["width"], cfg["heads"], cfg["depth"],
-                             cfg["patch"], cfg["fmri_tokens"], float(cfg["dropout"]), fusion)
+                             cfg["patch"], cfg["fmri_tokens"], float(cfg["dropout"]), fusion, int(cfg.get("pca", 0)))
 
     model = nnutil.seeded(build, seed)
-    model.fmri.scaler.fit(X)
+    kept = model.fmri.fit(X)
+    if model.fmri.pca is not None:
+        log(f"{name}: PCA of the standardized training fMRI: {model.fmri.pca.components.shape[0]} components keep "
+            f"{100 * kept:.1f}% of the variance")
     model.y_scaler.fit(Y)
     if audio is not None:
         model.fusion.scaler.fit(audio.reshape(-1, audio.shape[-1]))

@@ -65,6 +65,38 @@ def as_tensor(arr, device):
     return torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32), device=device)
 
 
+class PCAProjection(nn.Module):
+    """Projection onto the first ``k`` principal components of the training rows (buffers, saved with the model).
+
+    Parameters
+    ----------
+    n_in, k : int
+        Features per row and components kept.
+    """
+
+    def __init__(self, n_in, k):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_in))
+        self.register_buffer("components", torch.zeros(int(k), n_in))
+
+    @torch.no_grad()
+    def fit(self, x):
+        """Components of ``x`` (training rows only), by SVD of the centred rows; returns the variance explained."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        k, n_in = self.components.shape
+        if not 1 <= k <= min(x.shape):
+            raise ConfigError(f"pca: expected 1 to {min(x.shape)} components (training rows x features "
+                              f"{tuple(x.shape)}); found {k}")
+        mean = x.mean(0)
+        _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        self.mean.copy_(mean.to(self.mean))
+        self.components.copy_(vt[:k].to(self.components))
+        return float((s[:k] ** 2).sum() / (s ** 2).sum().clamp_min(1e-12))
+
+    def forward(self, x):
+        return (x - self.mean) @ self.components.T
+
+
 class Standardizer(nn.Module):
     """``(x - mean) / std`` with mean/std of the training rows, stored as buffers (saved with the model).
 

@@ -45,6 +45,8 @@ MOTION_PARAMS = {
     "patch": (2, "latent patch size per token (must divide the latent height and width)"),
     "fmri_tokens": (4, "context tokens the fMRI sample is mapped to (cross-attention keys/values)"),
     "dropout": (0.0, "dropout in attention and MLP (training only)"),
+    "pca": (0, "principal components of the standardized fMRI the fMRI tokens are made from (fitted on training "
+               "samples only; 0: all voxels; audio-guided seed: fMRI -> PCA -> embedding)"),
 }
 FUSION_PARAMS = {
     **MOTION_PARAMS,
@@ -141,7 +143,8 @@ DECODERS = {d.name: d for d in [
             score="latent_frames", label="frame VAE latents", extras={"fmri_only": None},
             module_name="fmrivid.decoders.fusion"),
     Decoder("align", "text", "GLFA leave-one-subject-out on flat maps; needs preprocess.surface.flatmap",
-            params=ALIGN_PARAMS, score="embedding", rule="align_decode", module_name="fmrivid.decoders.align"),
+            params=ALIGN_PARAMS, score="embedding", rule="align_decode", extras={"tokens": "text_tokens"},
+            module_name="fmrivid.decoders.align"),
     Decoder("encoder", "voxels", "stimulus-to-voxel convnet with a middle-frame decoder", params=ENCODER_PARAMS,
             rule="encoder_model", module_name="fmrivid.decoders.encoder"),
 ]}

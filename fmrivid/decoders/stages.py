@@ -136,8 +136,8 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     expected = set(entry.features) | {f"decoded_{k}" for k in entry.decoded}
     asked = sorted(set(inputs) - expected)  # extras asked for (generate.variants): their training features
     if not set(inputs) >= expected or not set(asked) <= {k for k, v in entry.extras.items() if v}:
-        raise TypeError(f"neural_decode {decoder}: inputs {sorted(inputs)}, its registry entry names {sorted(expected)} "
-                        f"and extras {sorted(entry.extras)}")
+        raise TypeError(f"neural_decode {decoder}: inputs {sorted(inputs)}; its registry entry names "
+                        f"{sorted(expected)} and extras {sorted(entry.extras)}")
     from fmrivid.devices import resolve_device
 
     mod = entry.module
@@ -219,9 +219,13 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
 
 
 def align_decode(heldout, subjects, flatmap_paths, feature_path, cfg, eval_cfg, seed, out_model, out_decoder,
-              out_pred, out_losses, out_table, ckpt_dir=None, log=print):
+                 out_pred, out_losses, out_table, ckpt_dir=None, log=print, tokens=None):
     """GLFA leave-one-subject-out: align every subject's flat maps, decode ``heldout`` with a ridge decoder
-    trained on the others, and report fSC / ISC before and after alignment and the decoding's identification."""
+    trained on the others, and report fSC / ISC before and after alignment and the decoding's identification.
+
+    ``tokens`` (``features/text_tokens.h5``, when a generation variant reads ``tokens: align``): the same LOSO
+    ridge also decodes caption token embeddings, written as the extra datasets ``tokens`` and ``negative_tokens``
+    (the held-out subject's mean aligned training map, decoded): GLFA's cross-subject reconstruction (Table 2)."""
     from fmrivid.decoders import align
     from fmrivid.metrics.suite import evaluate_features
     from fmrivid.metrics.table import summarise, write_table
@@ -238,12 +242,24 @@ def align_decode(heldout, subjects, flatmap_paths, feature_path, cfg, eval_cfg, 
         f"{maps[heldout]['train_maps'].shape[1:]}")
     train_only = set().union(*(m["train_ids"] for m in maps.values()))
     keep = [i for i, c in enumerate(ids) if c in train_only]
+    n_text, token_shape = feats.shape[1], None
+    if tokens:  # one ridge for both targets: alphas are chosen per column, so the text columns do not change
+        token_rows = read_features(tokens, ids)[1]
+        token_shape = token_rows.shape[1:]
+        feats = np.concatenate([feats, token_rows.reshape(len(ids), -1)], axis=1)
     res = align.loso_decode(maps, heldout, [ids[i] for i in keep], feats[keep], dcfg, out_align=out_model,
                             out_decoder=out_decoder, ckpt_dir=ckpt_dir, seed=seed, device=device, log=log)
+    extras = {}
+    if tokens:
+        extras = {"tokens": np.asarray(res["pred"][:, n_text:], np.float32).reshape(-1, *token_shape),
+                  "negative_tokens": np.asarray(res["pred_mean_train"][:, n_text:], np.float32).reshape(
+                      -1, *token_shape)}
+        res = {**res, **{k: res[k][:, :n_text] for k in ("pred", "pred_unaligned", "pred_shuffled") if k in res}}
+        log(f"GLFA: LOSO-decoded caption tokens {extras['tokens'].shape} (+ negative_tokens) for generation")
     test_ids = list(res["test_ids"])
     write_features(out_pred, test_ids, np.asarray(res["pred"], np.float32),
                    {"decoder": "align", "target": "text", "heldout": heldout,
-                    "config": json.dumps(dcfg, sort_keys=True, default=str)})
+                    "config": json.dumps(dcfg, sort_keys=True, default=str)}, extra=extras)
     hist = res["align"]["history"]
     history = [{**r, "run": stage} for stage in ("common", "heldout") for r in hist.get(stage, [])]
     _finish(ckpt_dir, history, out_losses, log)

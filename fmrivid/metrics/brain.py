@@ -19,7 +19,7 @@ VARIANTS = {
            "subject's response pattern and the mean pattern of the other subjects; mean over clips",
     "fsc_pairwise": "fMRI spatial correlation as GLFA defines it (seed 002, Cross-subject Alignment Metrics): "
                     "r(s_i, s_j), per test clip the Pearson r over the common voxels between the two subjects' "
-                    "response patterns; mean over clips; subject column 's_i/s_j'",
+                    "response patterns; mean over clips; row of s_i, s_j named in the variant",
 }
 
 

@@ -924,8 +924,9 @@ def evaluate_between_subjects(subjects, cfg, seed, log=print):
         rows.append(summarise(s, "measured", "fsc", f"{brain.VARIANTS['fsc']} ({n_vox} voxels)", fsc[s], seed,
                               n_boot=cfg["n_boot"]))
         log(f"  sub-{s}: isc {isc[s].mean():.4f}, fsc {fsc[s].mean():.4f} over {n_vox} common voxels")
-    for (a, b), r in brain.fsc_pairwise(aligned).items():
-        rows.append(summarise(f"{a}/{b}", "measured", "fsc_pairwise",
-                              f"{brain.VARIANTS['fsc_pairwise']} ({n_vox} voxels)", r, seed, n_boot=cfg["n_boot"]))
+    for (a, b), r in brain.fsc_pairwise(aligned).items():  # one row per pair, under its first subject
+        rows.append(summarise(a, "measured", "fsc_pairwise",
+                              f"{brain.VARIANTS['fsc_pairwise']} ({n_vox} voxels; with sub-{b})", r, seed,
+                              n_boot=cfg["n_boot"]))
         log(f"  r(sub-{a}, sub-{b}) {r.mean():.4f}")
     return rows

@@ -291,3 +291,28 @@ def test_defaults_document_every_key():
             if key in mod.DEFAULTS and f'"{key}":' in src:
                 line = next(ln for ln in src.splitlines() if f'"{key}":' in ln)
                 assert "#" in line, (mod.__name__, key)
+
+
+def test_fusion_pca_is_fitted_on_training_fmri_and_saved(planted, tmp_path):
+    """Audio-guided seed: fMRI -> PCA -> embedding. The components come from the training rows only and live in
+    the model file; asking for more components than training rows is a ConfigError naming the key."""
+    from safetensors import safe_open
+
+    p = planted
+    r = p["train_rows"]
+    data = {**_motion_data(p, p["train_X"]), "train_audio": p["audio"][r], "test_audio": p["audio"][p["test_rows"]]}
+    cfg = {**MOT, "steps": 10, "pca": 8}
+    out = fusion.fit_predict(data, cfg, tmp_path / "p.safetensors", log=QUIET)
+    assert np.all(np.isfinite(out["pred"]))
+    with safe_open(str(tmp_path / "p.safetensors"), "np") as fh:
+        comps = fh.get_tensor("fmri.pca.components")
+    X = p["train_X"]
+    Xs = (X - X.mean(0)) / np.where(X.std(0) > 1e-8, X.std(0), 1.0)
+    _, _, vt = np.linalg.svd(Xs - Xs.mean(0), full_matrices=False)
+    assert comps.shape == (8, X.shape[1])
+    np.testing.assert_allclose(np.abs(comps @ vt[:8].T), np.eye(8), atol=1e-3)  # the training rows' components
+    # test rows do not change the model: same file with other test fMRI
+    fusion.fit_predict({**data, "test_X": data["test_X"][::-1].copy()}, cfg, tmp_path / "q.safetensors", log=QUIET)
+    assert (tmp_path / "p.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="pca"):
+        fusion.fit_predict(data, {**cfg, "pca": len(X) + 1}, tmp_path / "x.safetensors", log=QUIET)

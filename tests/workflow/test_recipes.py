@@ -19,13 +19,15 @@ from test_workflow import smk
 pytestmark = pytest.mark.workflow
 
 
-def fast_layer(tmp_path, **generate):
+def fast_layer(tmp_path, targets=None, **generate):
     """The test's own data, features and selection (nothing upstream recomputed but the generator's VAE
     latents), tiny models, tiny neural decoders and a 2-step tiny pipeline."""
     test = yaml.safe_load((REPO / "config/test.yaml").read_text())
     features = dict(test["features"], vae_model="tiny#vae", vae_all_frames=True, image_frame="middle")
     layer = {"preprocess": test["preprocess"], "features": features,
-             "decode": {k: v for k, v in TINY.items() if k != "neural"},
+             "decode": {**{k: v for k, v in TINY.items() if k != "neural"},
+                        "fusion": {**TINY["fusion"], "pca": 8},  # the recipe's 256 > the demo's training rows
+                        **({"targets": targets} if targets else {})},
              "generate": {"device": "cpu", "chunk_size": 4, "shuffled_control": False,
                           "pipeline": dict(PIPELINE, motion_mode="absolute"), **generate},
              "evaluate": {"n_boot": 100, "device": "cpu", "frame_classifier": "demo", "video_classifier": "tiny",
@@ -35,11 +37,11 @@ def fast_layer(tmp_path, **generate):
     return path
 
 
-def run_recipe(tiny_run, tmp_path, recipe, *targets):
+def run_recipe(tiny_run, tmp_path, recipe, *targets, **generate):
     work = tmp_path / "work"
     shutil.copytree(tiny_run, work, symlinks=True)
     smk(work, *targets, "--cores", "2", "--configfile", str(REPO / "config/test.yaml"),
-        str(REPO / f"config/recipes/{recipe}.yaml"), str(fast_layer(tmp_path)))
+        str(REPO / f"config/recipes/{recipe}.yaml"), str(fast_layer(tmp_path, **generate)))
     return work / "results"
 
 
@@ -70,6 +72,21 @@ def test_audio_guided_fused_and_fmri_only_videos_are_two_methods(tiny_run, tmp_p
     assert json.loads(f_attrs["inputs"])["motion"].endswith("predictions/fusion/sub-01_vae_frames.h5[features]")
     # Same generator, seeds and tokens; only the motion latents differ: so do the videos (first frame aside).
     assert np.abs(fused.astype(float) - only.astype(float)).mean() > 0.5
+
+
+def test_glfa_cross_subject_videos_come_from_a_decoder_trained_on_the_other_subjects(tiny_run, tmp_path):
+    res = run_recipe(tiny_run, tmp_path, "glfa", "results/recon/glfa_cross_subject/sub-02.h5",
+                     "results/recon/glfa/sub-02.h5", finetune={"enabled": False},
+                     targets=["text", "image", "vae", "text_tokens"])  # (the real-data default; test.yaml drops it)
+    ids, cross, attrs = read_features(res / "recon/glfa_cross_subject/sub-02.h5")
+    _, within, _ = read_features(res / "recon/glfa/sub-02.h5")
+    assert json.loads(attrs["inputs"])["text_tokens"].endswith("predictions/align/sub-02_text.h5[tokens]")
+    assert cross.shape == within.shape and not np.array_equal(cross, within)
+    with h5py.File(res / "predictions/align/sub-02_text.h5") as f:
+        assert f.attrs["heldout"] == "02" and f["tokens"].shape[0] == len(ids) and f["negative_tokens"].shape[0] == 1
+    log = (res / "logs/align_decode_sub-02.log").read_text()
+    assert "['01']" in log  # the LOSO decoder of sub-02 was trained on sub-01's aligned maps only
+    assert "negative_tokens" in (res / "logs/generate_glfa_cross_subject_sub-02_chunk-000.log").read_text()
 
 
 def test_a_variant_reading_a_decoder_not_run_stops_the_plan_naming_the_key(tmp_path):

@@ -1,6 +1,7 @@
 """A rehearsal anyone can run: every dataset preset's whole DAG on fixtures in the real layouts, tiny models.
 
-``python -m fmrivid.rehearse OUT [--only cc2017,bids,fmriprep] [--cores 2]`` (``make rehearse``) writes, under OUT:
+``python -m fmrivid.rehearse OUT [--only cc2017,bids,fmriprep] [--recipes mind_animator,...] [--cores 2]``
+(``make rehearse``) writes, under OUT:
 
 - ``<layout>/data``: a fixture in that layout (:mod:`fmrivid.simulate.cc2017_fixture`,
   :mod:`fmrivid.simulate.bids_fixtures`): real file names and shapes, small counts, planted signal;
@@ -9,6 +10,8 @@
   config/rehearsal/tiny_models.yaml`` to ``report.zip``;
 
 and prints, per layout, the wall time and the checks that the data came through (samples per segment, ISC).
+``--recipes`` also runs each seed recipe (``config/recipes/<name>.yaml``, layered between the dataset file and
+the tiny overlay) on the CC2017 fixture, results in ``cc2017_<recipe>/results``, and lists its methods.
 Each preset is what a user starts from; the tiny overlay only swaps model weights for random tiny ones (no
 download is possible here) and shrinks sizes. Nothing is read from the demo preset.
 """
@@ -45,25 +48,34 @@ def write_fixture(layout, folder):
 
 
 def snakemake_command(preset, dataset_yaml, *extra, cores=2):
-    """The command a user would type: the preset, their dataset file, the tiny overlay."""
+    """The command a user would type: the preset, their dataset file (and a recipe), the tiny overlay.
+
+    ``extra``: more config files (paths ending in .yaml) before the overlay, then Snakemake options."""
+    layers = [str(p) for p in extra if str(p).endswith(".yaml")]
+    options = [str(p) for p in extra if not str(p).endswith(".yaml")]
     return [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(REPO / "Snakefile"),
-            "--cores", str(cores), "--configfile", str(preset), str(dataset_yaml), str(TINY), *extra]
+            "--cores", str(cores), *options, "--configfile", str(preset), str(dataset_yaml), *layers, str(TINY)]
 
 
-def rehearse(layout, out, cores=2, log=print):
-    """Fixture + whole DAG + report for one layout; returns a summary dict."""
-    folder = Path(out) / layout
+def rehearse(layout, out, cores=2, log=print, recipe=None):
+    """Fixture + whole DAG + report for one layout (and a seed recipe layered on it); returns a summary dict."""
+    folder = Path(out) / (f"{layout}_{recipe}" if recipe else layout)
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    dataset = write_fixture(layout, folder)
+    data = Path(out) / layout / "data"
+    if recipe and data.exists():  # the layout's fixture, written by its own rehearsal
+        dataset = yaml.safe_load((Path(out) / layout / "dataset.yaml").read_text())["dataset"]
+    else:
+        dataset = write_fixture(layout, folder)
     fixture_s = time.perf_counter() - start
     dataset_yaml = folder / "dataset.yaml"
     dataset_yaml.write_text(yaml.safe_dump({"results_dir": str(folder / "results"), "dataset": dataset},
                                            sort_keys=False))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
+    layers = [dataset_yaml, REPO / "config" / "recipes" / f"{recipe}.yaml"] if recipe else [dataset_yaml]
     for extra in ((), ("--report", str(folder / "results" / "report.zip"))):
-        cmd = snakemake_command(PRESETS[layout], dataset_yaml, *extra, cores=cores)
+        cmd = snakemake_command(PRESETS[layout], *layers, *extra, cores=cores)
         log(" ".join(cmd))
         proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
         (folder / ("snakemake_report.log" if extra else "snakemake.log")).write_text(proc.stdout + proc.stderr)
@@ -71,6 +83,8 @@ def rehearse(layout, out, cores=2, log=print):
             raise SystemExit(f"rehearsal {layout}: snakemake failed (rc {proc.returncode}); see "
                              f"{folder / 'snakemake.log'}:\n{(proc.stdout + proc.stderr)[-3000:]}")
     summary = {"layout": layout, "fixture_s": round(fixture_s, 1), "dag_s": round(time.perf_counter() - start, 1)}
+    if recipe:
+        summary["recipe"] = recipe
     summary.update(check_results(layout, folder / "results"))
     log(f"rehearsal {layout}: {summary}")
     return summary
@@ -92,6 +106,7 @@ def check_results(layout, results):
     table = pd.read_csv(results / "tables" / "metrics.tsv", sep="\t")
     isc = table[table["metric"].astype(str).str.startswith("isc")]
     out["isc"] = [round(float(v), 3) for v in isc["value"].tolist()[:4]]
+    out["methods"] = sorted(set(table["method"].astype(str)))
     out["report_zip_mb"] = round((results / "report.zip").stat().st_size / 1e6, 1)
     return out
 
@@ -100,9 +115,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="folder for fixtures and results (CC2017's fixture is ~1.1 GB)")
     parser.add_argument("--only", default="bids,fmriprep,cc2017", help="comma-separated layouts")
+    parser.add_argument("--recipes", default="", help="comma-separated seed recipes to run on the CC2017 fixture "
+                        "(config/recipes/<name>.yaml), e.g. mind_animator,audio_guided")
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args(argv)
-    rows = [rehearse(layout, args.out, args.cores) for layout in args.only.split(",")]
+    rows = [rehearse(layout, args.out, args.cores) for layout in args.only.split(",") if layout]
+    rows += [rehearse("cc2017", args.out, args.cores, recipe=r) for r in args.recipes.split(",") if r]
     print(yaml.safe_dump(rows, sort_keys=False))
 
 

@@ -47,3 +47,13 @@ def test_generator_schema_defaults_match_code():
     assert {k: cfg[k] for k in ("vae", "unet", "sample")} == default_config()
     test_cfg = fc.load(REPO / "config" / "test.yaml")["generate"]
     assert {k: test_cfg[k] for k in ("vae", "unet", "sample")} == tiny_config()
+
+
+def test_rehearsal_layers_a_recipe_between_the_dataset_file_and_the_tiny_overlay():
+    from fmrivid.rehearse import TINY, snakemake_command
+
+    cmd = snakemake_command("preset.yaml", "dataset.yaml", "config/recipes/x.yaml", "--report", "r.zip", cores=3)
+    i = cmd.index("--configfile")
+    assert cmd[i + 1:] == ["preset.yaml", "dataset.yaml", "config/recipes/x.yaml", str(TINY)]  # targets/options first
+    assert cmd[cmd.index("--report") + 1] == "r.zip" and cmd.index("--report") < i
+    assert cmd[cmd.index("--cores") + 1] == "3"

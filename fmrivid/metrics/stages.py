@@ -109,12 +109,13 @@ def _finish_evaluation(rows, clips, models_info, targets, pred_paths, truth_path
 
 
 def eval_methods(config):
-    """Reconstruction methods evaluated: ``evaluate.methods`` or the generation variants (``generate.variants``;
-    default one, named ``generate.method``), plus ``<first variant>_shuffled`` (the generator fed shuffled decoded
-    features) when ``generate.shuffled_control``."""
+    """Reconstruction methods evaluated: ``evaluate.methods`` or the generation variants (``generate.variants``, in
+    name order: config keys are sorted so that reordering a file reruns nothing; default one, named
+    ``generate.method``), plus ``<first method>_shuffled`` (the generator fed shuffled decoded features) when
+    ``generate.shuffled_control``. The first method is the main one (figures, comparisons)."""
     variants = list(config["generate"].get("variants") or {}) or [config["generate"]["method"]]
     methods = list(config["evaluate"]["methods"]) or variants
-    control = f"{variants[0]}_shuffled"
+    control = f"{methods[0]}_shuffled"
     if config["generate"].get("shuffled_control") and control not in methods:
         methods.append(control)
     return methods

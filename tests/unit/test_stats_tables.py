@@ -234,6 +234,9 @@ def test_generation_variants_are_the_evaluated_methods():
            "generate": {"method": "structure_motion", "shuffled_control": True,
                         "variants": {"fusion": {"frames": "fusion"}, "fmri_only": {"frames": "fusion:fmri_only"}}}}
     assert eval_methods(cfg) == ["fusion", "fmri_only", "fusion_shuffled"]
+    cfg["evaluate"]["methods"] = ["fmri_only", "fusion"]  # the listed order decides the main method
+    assert eval_methods(cfg)[0] == "fmri_only" and eval_methods(cfg)[-1] == "fmri_only_shuffled"
+    cfg["evaluate"]["methods"] = []
     assert compare_pair(cfg) == ["fusion", "shuffled_gt"]
     cfg["generate"]["variants"] = {}
     assert eval_methods(cfg) == ["structure_motion", "structure_motion_shuffled"]

@@ -94,7 +94,7 @@ def generate_chunk(cfg, seed, out_path, chunk=0, n_total=None, shuffle=False, lo
     if n_total is not None and len(ids) != int(n_total):
         raise InputError(pred_path, f"{n_total} test clips (the number the workflow planned its chunks for)",
                          f"{len(ids)}")
-    if shuffle:
+    if shuffle and shuffled_kinds(cfg, "demo", "pred_path"):
         pred = pred[derangement(len(ids), seed)]
     rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
     ids, pred = list(ids[rows]), pred[rows]
@@ -111,6 +111,15 @@ def generate_chunk(cfg, seed, out_path, chunk=0, n_total=None, shuffle=False, lo
     log(f"generated {video.shape}")
 
 
+
+
+def shuffled_kinds(cfg, method, key):
+    """Whether the shuffled control deranges decoded input ``key`` of ``method``: ``generate.shuffled_inputs``
+    lists the kinds it deranges (caption, tokens, first, frames; empty: all of them)."""
+    from fmrivid.generate.methods import METHODS
+
+    only = list(cfg.get("shuffled_inputs") or [])
+    return not only or METHODS[method].decoded.get(key) in only
 
 
 def pipeline_vae_spec(model):
@@ -215,7 +224,8 @@ def generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chu
                          f"for)", f"{len(ids)}")
     if shuffle:
         perm = derangement(len(ids), seed)
-        rows_by_key = {k: v[perm] for k, v in rows_by_key.items()}
+        rows_by_key = {k: v[perm] if shuffled_kinds(cfg, method, k) else v for k, v in rows_by_key.items()}
+        log(f"shuffled control: deranged {[k for k in rows_by_key if shuffled_kinds(cfg, method, k)]}")
     rows = chunk_rows(len(ids), chunk, cfg["chunk_size"])
     ids = ids[rows]
     device = resolve_device(cfg["device"], log)

@@ -51,13 +51,14 @@ def decoded(tmp_path_factory):
     return d, tokens[N_TRAIN:]
 
 
-def _cfg(method="text_to_video", **pipe):
-    return {"method": method, "device": "cpu", "chunk_size": 2, "pipeline": {**PIPE, **pipe}}
+def _cfg(method="text_to_video", shuffled_inputs=(), **pipe):
+    return {"method": method, "device": "cpu", "chunk_size": 2, "pipeline": {**PIPE, **pipe},
+            "shuffled_inputs": list(shuffled_inputs)}
 
 
-def _run(d, out, method="text_to_video", chunk=0, shuffle=False, **pipe):
-    files = {"text_tokens": d / "pred_tokens.h5", "vae": d / "pred_vae.h5"}
-    generate_stages.generate_chunk(_cfg(method, **pipe), 0, out, chunk=chunk, n_total=N_TEST,
+def _run(d, out, method="text_to_video", chunk=0, shuffle=False, vae="pred_vae.h5", shuffled_inputs=(), **pipe):
+    files = {"text_tokens": d / "pred_tokens.h5", "vae": d / vae}
+    generate_stages.generate_chunk(_cfg(method, shuffled_inputs, **pipe), 0, out, chunk=chunk, n_total=N_TEST,
                                    shuffle=shuffle, log=_quiet, **files, token_model=d / "model.safetensors",
                         fmri_path=d / "sub-01.h5")
     return read_features(out)
@@ -124,3 +125,22 @@ def test_tiny_vae_spec_is_the_tiny_generators_vae():
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     with pytest.raises(ConfigError, match="no vae component 'unet'"):
         models.load("tiny#unet", "vae")
+
+
+def test_shuffled_control_can_derange_one_input_only(decoded, tmp_path):
+    """generate.shuffled_inputs [first]: the control gets another clip's first-frame latent and its own tokens,
+    exactly what an unshuffled run on a first-frame file with deranged rows gives."""
+    from fmrivid.metrics.stats import derangement
+
+    d, _ = decoded
+    ids, lat, attrs = read_features(d / "pred_vae.h5")
+    write_features(tmp_path / "vae_deranged.h5", ids, lat[derangement(N_TEST, 0)], attrs)
+    (tmp_path / "vae_deranged.h5").rename(d / "vae_deranged.h5")
+    only_first = []
+    for chunk in (0, 1):
+        only_first.append(_run(d, tmp_path / f"s{chunk}.h5", "two_stage", chunk, shuffle=True,
+                               shuffled_inputs=["first"])[1])
+        manual = _run(d, tmp_path / f"m{chunk}.h5", "two_stage", chunk, vae="vae_deranged.h5")[1]
+        np.testing.assert_array_equal(only_first[-1], manual)
+    every = np.concatenate([_run(d, tmp_path / f"a{c}.h5", "two_stage", c, shuffle=True)[1] for c in (0, 1)])
+    assert not np.array_equal(np.concatenate(only_first), every)  # all inputs deranged: the tokens too

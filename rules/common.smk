@@ -215,10 +215,10 @@ def _first_frame_pred(wildcards):
 
 
 def _decoded_text(wildcards):
-    return res(
-        f"predictions/{'semantic' if 'semantic' in config['decode']['neural'] else 'ridge'}/"
-        f"sub-{wildcards.sub}_text.h5"
-    )
+    """Decoded caption embeddings in features/text.h5's space: the semantic decoder's (when it predicts that
+    space, decode.semantic.text_target text), else ridge's."""
+    semantic = "semantic" in config["decode"]["neural"] and config["decode"]["semantic"]["text_target"] == "text"
+    return res(f"predictions/{'semantic' if semantic else 'ridge'}/sub-{wildcards.sub}_text.h5")
 
 
 DECODED_INPUTS = {"first": _first_frame_pred, "text": _decoded_text}  # registry Decoder.decoded -> input function
@@ -228,7 +228,8 @@ def neural_inputs(wildcards):
     """Inputs of neural_decode from the decoder registry entry. They are its samples, its target and extra feature
     files (by data key) and the decoded inputs it reads from other decoders (``decoded_<key>``)."""
     d = decoder_registry.get(wildcards.decoder)
-    files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5"), "features": res(f"features/{d.target}.h5")}
+    stem = config["decode"][d.name][d.target_setting] if d.target_setting else d.target
+    files = {"fmri": res(f"fmri/sub-{wildcards.sub}.h5"), "features": res(f"features/{stem}.h5")}
     files.update({key: res(f"features/{stem}.h5") for key, stem in d.features.items()})
     files.update({f"decoded_{key}": DECODED_INPUTS[key](wildcards) for key in d.decoded})
     for extra in sorted(EXTRAS_ASKED.get(d.name, ())):  # generate.variants reads it: train on its feature

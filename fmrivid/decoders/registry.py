@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 
 
-# Settings of each decoder: key -> (default, description). The schema's decode.<name> sections and the
+# Settings of each decoder: key -> (default, description[, choices]). The schema's decode.<name> sections and the
 # modules' DEFAULTS are made from these.
 TRAIN_PARAMS = {
     "steps": (300, "optimiser steps"),
@@ -30,6 +30,9 @@ SEMANTIC_PARAMS = {
     "layers": (2, "hidden layers of the fMRI encoder MLP"),
     "dropout": (0.3, "dropout after each hidden layer (training only)"),
     "token_hidden": (1024, "width of the 3-layer token MLP (stage 2, only with token targets)"),
+    "text_target": ("text", "feature its text head is trained on and predicts: text (features.text_model) or "
+                            "clip_text (CLIP text of features.image_model, as Mind-Animator); the file keeps the "
+                            "name predictions/semantic/sub-XX_text.h5", ["text", "clip_text"]),
 }
 STRUCTURE_PARAMS = {
     **TRAIN_PARAMS,
@@ -118,6 +121,7 @@ class Decoder:
     rule: str = "neural_decode"
     label: str = ""
     extras: dict = field(default_factory=dict)
+    target_setting: str = ""  # a setting of its section that names another feature file for its target
     module_name: str = ""  # fmrivid.decoders.<name>, written out: code fingerprints follow it like an import
 
     def __post_init__(self):
@@ -132,6 +136,7 @@ class Decoder:
 DECODERS = {d.name: d for d in [
     Decoder("semantic", "text", "tri-modal InfoNCE to the text/CLIP space", params=SEMANTIC_PARAMS,
             features={"video": "image"}, score="embedding", extras={"tokens": "text_tokens"},
+            target_setting="text_target",
             module_name="fmrivid.decoders.semantic"),
     Decoder("structure", "vae", "first-frame VAE latent", params=STRUCTURE_PARAMS,
             label="first-frame VAE latents", module_name="fmrivid.decoders.structure"),
@@ -168,7 +173,7 @@ def params(name):
 
 def defaults(name=None):
     """Default settings of decoder ``name`` (``None``: the shared training loop's, :data:`TRAIN_PARAMS`)."""
-    return {k: v for k, (v, _) in (TRAIN_PARAMS if name is None else params(name)).items()}
+    return {k: v[0] for k, v in (TRAIN_PARAMS if name is None else params(name)).items()}
 
 
 def decoder_config(name, cfg):
@@ -203,10 +208,10 @@ def schema_sections():
     sections = {}
     for name in DECODERS:
         props = {}
-        for key, (default, description) in params(name).items():
+        for key, (default, description, *choices) in params(name).items():
             kind = ["string", "null"] if default is None else _json_type(default)
             props[key] = {"type": kind, "default": list(default) if isinstance(default, tuple) else default,
-                          "description": description}
+                          "description": description, **({"enum": list(choices[0])} if choices else {})}
         sections[name] = {
             "type": "object", "additionalProperties": False, "default": {},
             "description": f"Settings of the {name} decoder (fmrivid.decoders.{name}; used when it is in "

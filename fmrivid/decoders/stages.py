@@ -179,7 +179,8 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     else:
         results[name] = mod.fit_predict(data, dcfg, out_model, ckpt_dir, seed, device, log)
     main = results.get("audio", results.get(name))
-    attrs = {"decoder": name, "target": target, "n_train": len(train_ids), "config": json.dumps(dcfg, sort_keys=True)}
+    attrs = {"decoder": name, "target": target, "target_feature": Path(features).stem, "n_train": len(train_ids),
+             "config": json.dumps(dcfg, sort_keys=True)}
     extras = {}
     if name == "fusion":
         attrs["mode"] = "fused (fMRI queries, training-clip audio keys/values); dataset fmri_only: fMRI-only"
@@ -203,7 +204,7 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     true = read_features(features, test_ids)[1]
     rows = []
     if entry.score == "embedding":
-        rows += evaluate_features(main["pred"], true, test_ids, subject, "text", eval_cfg, seed, log=log,
+        rows += evaluate_features(main["pred"], true, test_ids, subject, Path(features).stem, eval_cfg, seed, log=log,
                                   method=f"{name}_{target}")[0]
     elif entry.score == "latent":
         rows += latent_rows(main["pred"], true.reshape(np.shape(main["pred"])), test_ids, subject,

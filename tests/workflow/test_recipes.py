@@ -57,6 +57,8 @@ def test_mind_animator_generation_reads_the_semantic_decoders_token_mlp(tiny_run
     with h5py.File(res / "predictions/semantic/sub-01_text.h5") as f:  # the MLP's tokens, in the generator's space
         assert f["tokens"].shape == (len(ids), *tokens.shape[1:]) and f["negative_tokens"].shape[0] == 1
         assert np.isfinite(f["tokens"][()]).all()
+        assert f.attrs["target_feature"] == "clip_text"  # its contrastive text target: CLIP text, as the seed
+        assert f["features"].shape[1] == read_features(res / "features/clip_text.h5")[1].shape[1]
     log = (res / "logs/generate_mind_animator_sub-01_chunk-000.log").read_text()
     assert "negative_tokens" in log  # the negative: the semantic decoder's reading of the mean training fMRI
     assert not (res / "models/ridge/sub-01_text_tokens.safetensors").exists() or "token_model" not in log

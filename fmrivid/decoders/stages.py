@@ -148,9 +148,7 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     data = {"train_X": sub["train_X"], "test_X": sub["test_X"]}
     target = entry.target
     data["train_Y"] = read_features(features, train_ids)[1]
-    for key in set(entry.features) - {"audio", "text"} if name == "fusion" else entry.features:
-        data[f"train_{key}"] = read_features(extra[key], train_ids)[1]
-    for key in asked:
+    for key in [*entry.features, *asked]:  # training rows of every extra feature (read once)
         data[f"train_{key}"] = read_features(extra[key], train_ids)[1]
     n_test = len(test_ids)
     if asked:  # one more row: the mean training fMRI, decoded as the generator's negative condition
@@ -164,9 +162,9 @@ def neural_decode(decoder, sub, fmri, features, cfg, eval_cfg, seed, out_model, 
     if name == "fusion":
         from fmrivid.decoders.fusion import retrieve_audio
 
-        train_audio = read_features(extra["audio"], train_ids)[1]
+        train_audio = data["train_audio"]
         uniq = _unique_train(train_ids)
-        train_text = read_features(extra["text"], [train_ids[i] for i in uniq])[1]
+        train_text = data.pop("train_text")[uniq]  # caption embeddings only choose the stand-in audio
         pred_text = read_features(preds["text"], test_ids)[1]
         test_audio, index = retrieve_audio(pred_text, train_text, train_audio[uniq], return_index=True)
         log("test audio = audio of the training clip nearest to each decoded caption: "

@@ -12,7 +12,8 @@ from fmrivid.errors import InputError
 
 VARIANTS = {
     "voxel_r": "Pearson r per voxel between encoder-predicted and measured test responses (ridge encoder from "
-               "{feature} features, fitted on training samples only); {stat} over voxels",
+               "{feature} features, fitted on training samples only); {stat} over voxels; p against phase-randomised "
+               "surrogates of the measured test series (autocorrelation kept)",
     "isc": "inter-subject correlation (GLFA): per voxel, Pearson r over test clips between this subject's "
            "responses and the mean of the other subjects' on the voxels all subjects kept; mean over voxels",
     "fsc": "fMRI spatial correlation (GLFA): per test clip, Pearson r over the common voxels between this "

@@ -149,9 +149,12 @@ def ssim_rgb_uniform(gt, rec, size=None):
 
 
 def ssim_gray_gaussian(gt, rec, size=None):
-    """SSIM on grayscale frames with a Gaussian window (MindEye / Brain-Diffuser / NEURONS).
+    """SSIM on grayscale frames with a Gaussian window: the 2-D SSIM MindEye computes.
 
-    Frames are converted with ``skimage.color.rgb2gray`` (values in [0, 1]).
+    Frames are converted with ``skimage.color.rgb2gray`` (values in [0, 1]). Brain-Diffuser (scikit-image
+    0.17, ``multichannel=True``) and NEURONS (``channel_axis=-1``) pass the 2-D grey image with a channel
+    flag, which makes scikit-image treat its columns as channels: a column-wise 1-D SSIM, 0.02-0.15 higher.
+    That is not this function (issue 16: a protocol preset reproduces it, labelled).
 
     Parameters
     ----------

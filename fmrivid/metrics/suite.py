@@ -36,7 +36,8 @@ import numpy as np
 from fmrivid.errors import InputError
 from fmrivid.io.atomic import atomic_path
 from fmrivid.metrics import brain, classify, motion, perceptual, pixel, semantic
-from fmrivid.metrics.stats import PairCache, derangement, derangements, p_from_null, permutation_p_values
+from fmrivid.metrics.stats import (PairCache, derangement, derangements, p_from_null, permutation_p_values,
+                                   surrogate_p)
 from fmrivid.metrics.table import clip_rows, missing_row, summarise
 
 SHUFFLED = "shuffled_gt"
@@ -869,21 +870,20 @@ def evaluate_voxel_r(pred, measured, voxel_ids, subject, feature, cfg, seed, log
 
     ``pred`` and ``measured`` are (N test clips, V voxels); the table gets the
     median over voxels (the encoder-decoder seed's statistic) and the mean, with
-    bootstrap CIs over voxels and a permutation p that shuffles test clips.
+    bootstrap CIs over voxels and a p-value against phase-randomised surrogates of the measured responses
+    (:func:`fmrivid.metrics.stats.surrogate_p`): consecutive test samples are autocorrelated, and a null that
+    shuffles them gives p-values that are too small (``tests/unit/test_stats_null.py`` measures both).
+    The rows of ``measured`` must be in presentation order.
     """
     col = _Collector(subject, f"ridge_encoder_{feature}", [str(v) for v in voxel_ids], seed, cfg["n_boot"],
                      cfg["n_perm"], log)
     col.shuffle = None  # voxels are not clips: p only
     r = brain.voxel_r(pred, measured)
-
-    def under(perm):
-        return brain.voxel_r(pred, measured[perm])
-
-    n = measured.shape[0]
     for stat in ("median", "mean"):
         variant = brain.VARIANTS["voxel_r"].format(feature=feature, stat=stat)
-        p = permutation_p_values(lambda perm: [np.median(under(perm))] if stat == "median" else under(perm), n,
-                                 cfg["n_perm"], seed, True)
+        reduce = np.median if stat == "median" else np.mean
+        p = surrogate_p(lambda surr: reduce(brain.voxel_r(pred, surr)), measured, cfg["n_perm"], seed,
+                        observed=float(reduce(r)))
         col.rows.append(summarise(subject, col.method, "voxel_r", variant, r, seed, n_boot=cfg["n_boot"],
                                   p=p, stat=stat))
         log(f"  {col.method:>16s} {'voxel_r':>18s} {stat} {np.median(r) if stat == 'median' else r.mean():.4f} "

@@ -590,7 +590,12 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
     video_cls = models.get("video_classifier")
     if video_cls is not None:
         pg = _cached(gt_cache, "video_probs", "video_classifier", video_cls)
-        _nway_metrics(col, pg, video_class_probs(video_cls, rec), pos, "video", _model_name(video_cls), cfg, seed)
+        n_in = int(getattr(video_cls.model.config, "num_frames", rec.shape[1]))
+        how = (f"{rec.shape[1]} frames fed as they are" if n_in == rec.shape[1] else
+               f"each clip's {rec.shape[1]} frames resampled to the model's {n_in} (uniform in time, nearest frame; "
+               "peers feed VideoMAE 6 frames)")
+        _nway_metrics(col, pg, video_class_probs(video_cls, rec), pos, "video", f"{_model_name(video_cls)}; {how}",
+                      cfg, seed)
     return col.partial()
 
 

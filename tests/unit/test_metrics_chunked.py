@@ -106,6 +106,15 @@ def test_three_uneven_chunks_equal_the_unchunked_evaluation(data, parts, tmp_pat
     assert table[table.metric == "lpips_vgg"]["variant"].iloc[0].endswith("[not computed: no weights in this test]")
 
 
+def test_video_nway_variant_says_how_many_frames_the_classifier_saw(data):
+    n_in = data["models"]["video_classifier"].model.config.num_frames
+    video_rows = [r for r in data["rows"] if "video level" in str(r["variant"])]
+    said = "4 frames fed as they are" if n_in == 4 else f"each clip's 4 frames resampled to the model's {n_in}"
+    assert video_rows and all(r["variant"].endswith(said) for r in video_rows)
+    frame_rows = [r for r in data["rows"] if "frame level" in str(r["variant"])]
+    assert frame_rows and not any("frames fed" in r["variant"] or "resampled" in r["variant"] for r in frame_rows)
+
+
 def test_merge_refuses_missing_duplicated_and_foreign_chunks(data, parts):
     with pytest.raises(InputError, match=r"5 clip\(s\) missing \(global indices \[2, 3, 4, 5, 6\]\)"):
         suite.merge_partials(parts[:2], CFG)

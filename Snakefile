@@ -34,6 +34,8 @@ FINAL_OUTPUTS = [
     res("tables/metrics.tsv"),
     res("tables/summary.tsv"),
     res("report/metrics.png"),
+    res("report/headline.png"),
+    res("tables/headline.tsv"),
     *([res("report/training_curves.png")] if config["generate"]["method"] == "demo" else []),  # demo generator
     res("report/provenance.yaml"),
     *expand(res("report/sub-{sub}_grid.png"), sub=SUBJECTS),

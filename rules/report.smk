@@ -102,6 +102,39 @@ rule metric_figure:
         "../workflow_scripts/run_stage.py"
 
 
+rule headline:
+    input:
+        table_path=res("tables/metrics.tsv"),
+    output:
+        table=report(
+            res("tables/headline.tsv"),
+            caption="report/headline.rst",
+            category="0. Headline",
+        ),
+        figure=report(
+            res("report/headline.png"),
+            caption="report/headline.rst",
+            category="0. Headline",
+        ),
+    log:
+        log_path("headline"),
+    benchmark:
+        bench_path("headline")
+    group:
+        "tables"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(1000),
+        runtime=5,
+    params:
+        metrics=config["report"]["headline"],
+        stage=stage("report"),
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
 rule training_curves:
     input:
         vae=f"{GENERATOR}/vae",

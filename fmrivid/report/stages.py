@@ -106,6 +106,16 @@ def metric_figure(table_path, out_path, log=print):
     metric_bars(table[np.isfinite(table["value"])], out_path)
 
 
+def headline(table_path, metrics, out_table, out_figure, log=print):
+    """The report's first page: each method's headline metrics with CI beside its shuffled-feature control and
+    chance (:mod:`fmrivid.report.headline`)."""
+    from fmrivid.metrics.table import read_table
+    from fmrivid.report.headline import write_headline
+
+    rows = write_headline(read_table(table_path), out_table, out_figure, metrics)
+    log(f"headline: {len(rows)} rows, methods {sorted(set(rows['method']))}, metrics {list(dict.fromkeys(rows['metric']))}")
+
+
 def training_curves(out_path, log=print, **dirs):
     """One figure of loss curves: each keyword is a curve name and a loss TSV or a model folder holding
     ``losses.tsv`` (the demo generator's ``vae`` and ``unet``)."""

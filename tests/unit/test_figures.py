@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -244,3 +246,38 @@ def test_subject_preview_keeps_evenly_spaced_clips(tmp_path):
     report_stages.subject_figures(tmp_path / "rec.h5", tmp_path / "frames.h5", {**cfg, "preview_clips": 0},
                                tmp_path / "grid.png", tmp_path / "all.mp4", "01", log=lines.append)
     assert len(read_video(tmp_path / "all.mp4")[0]) == 10 * 2
+
+
+def test_headline_pairs_each_method_with_its_own_control_and_chance(tmp_path):
+    import yaml
+
+    from fmrivid.report import headline as hl
+
+    schema = yaml.safe_load((Path(hl.__file__).parent.parent / "schema" / "config.schema.yaml").read_text())
+    assert schema["properties"]["report"]["properties"]["headline"]["default"] == hl.HEADLINE
+    rows = []
+    for sub, shift in (("01", 0.0), ("02", 0.1)):
+        for method, v in (("a", 0.6), ("a_shuffled", 0.3), ("b", 0.5), ("shuffled_gt", 0.2)):
+            rows.append({"subject": sub, "method": method, "metric": "pixcorr", "variant": "pc", "value": v + shift,
+                         "ci_low": v + shift - 0.05, "ci_high": v + shift + 0.05, "n": 10, "p": 0.01})
+        for n in (2, 5, 50):
+            for level in ("frame", "video"):
+                for k in (1, 3):
+                    rows.append({"subject": sub, "method": "a", "metric": "nway_topk",
+                                 "variant": f"top-{k} GT classes: {level} level; N={n}", "value": 1 / n + 0.1,
+                                 "ci_low": 0, "ci_high": 1, "n": 10, "p": 0.5})
+    rows.append({"subject": "01", "method": "a", "metric": "voxel_r", "variant": "r", "value": 0.3, "ci_low": 0.2,
+                 "ci_high": 0.4, "n": 10, "p": 0.01})
+    table = pd.DataFrame(rows)
+    h = hl.write_headline(table, tmp_path / "h.tsv", tmp_path / "h.png", ["pixcorr", "nway_topk", "absent"])
+    pc = h[h["metric"] == "pixcorr"].set_index(["method", "subject"])
+    assert sorted(pc.index) == [("a", "01"), ("a", "02"), ("b", "01"), ("b", "02")]  # no control as a method
+    assert pc.loc[("a", "02"), "value"] == pytest.approx(0.7)
+    assert pc.loc[("a", "02"), "shuffled_control"] == pytest.approx(0.4)
+    assert pc.loc[("a", "01"), "shuffled_gt"] == pytest.approx(0.2)
+    assert np.isnan(pc.loc[("b", "01"), "shuffled_control"])  # b has no control of its own
+    nway = sorted(set(h.loc[h["metric"] == "nway_topk", "variant"]))
+    assert nway == ["top-3 GT classes: video level; N=2", "top-3 GT classes: video level; N=50"]
+    assert list(dict.fromkeys(h["metric"])) == ["pixcorr", "nway_topk"] and "voxel_r" not in set(h["metric"])
+    assert pd.read_csv(tmp_path / "h.tsv", sep="\t").shape == (len(h), len(hl.COLUMNS))
+    assert (tmp_path / "h.png").stat().st_size > 5000

@@ -35,7 +35,7 @@ import numpy as np
 
 from fmrivid.errors import InputError
 from fmrivid.io.atomic import atomic_path
-from fmrivid.metrics import brain, classify, motion, perceptual, pixel, semantic
+from fmrivid.metrics import brain, classify, motion, perceptual, pixel, protocols, semantic
 from fmrivid.metrics.stats import (PairCache, derangement, derangements, p_from_null, permutation_p_values,
                                    surrogate_p)
 from fmrivid.metrics.table import clip_rows, missing_row, summarise
@@ -537,6 +537,10 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
         fn = pixel.METRICS[name]
         vals = fn(gt, rec)
         col.add(name, pixel.variant(name), vals, _pair_cache(vals, _video_pair(fn, gt_all, rec), pos))
+
+    for proto, pm, fn, vals in protocols.protocol_rows(cfg.get("protocol", ["fmrivid"]), gt, rec):
+        col.add(protocols.label(pm.name, proto), protocols.variant(proto, pm, t), vals,
+                _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater)
 
     hue_gt = gt_cache["hue"]
     hue_rec = perceptual.hue(rec).reshape(m, t, -1)

@@ -2,9 +2,13 @@
 
 The published numbers live in ``published_cc2017.tsv`` next to this module
 (REFERENCE.md section 4): system, quantity (the paper's column), the fmrivid
-metric key it corresponds to, a value or a low-high range, a note and the
-source. :func:`published_comparison` puts the subject-mean of the matching
-fmrivid metric variant beside each row.
+metric key it corresponds to, a value or a low-high range, a note, the
+source, and the evaluation protocol of :mod:`fmrivid.metrics.protocols` that
+computes it as that paper's code does (empty when fmrivid has none).
+:func:`published_comparison` puts beside each row the subject-mean of our
+value under that paper's protocol (``protocol_value``: the number to compare)
+and of fmrivid's own definition of the metric (``fmrivid_value``: what our
+report shows; it may differ from the paper's computation).
 """
 
 from __future__ import annotations
@@ -18,13 +22,16 @@ from fmrivid.io.atomic import atomic_path
 
 PUBLISHED_CC2017 = Path(__file__).with_name("published_cc2017.tsv")
 
-COMPARISON_COLUMNS = ["quantity", "metric", "system", "published", "note", "source", "fmrivid_value",
-                      "fmrivid_sd", "n_subjects", "fmrivid_method", "fmrivid_variant"]
+COMPARISON_COLUMNS = ["quantity", "metric", "system", "published", "protocol", "protocol_value", "protocol_sd",
+                      "protocol_variant", "note", "source", "fmrivid_value", "fmrivid_sd", "n_subjects",
+                      "fmrivid_method", "fmrivid_variant"]
 
 
 def read_published(path=PUBLISHED_CC2017):
     """The published CC2017 table as a DataFrame (value / low / high float, NaN when absent)."""
     df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "protocol" not in df.columns:
+        df["protocol"] = ""
     for c in ("value", "low", "high"):
         df[c] = pd.to_numeric(df[c].replace("", np.nan))
     return df
@@ -39,6 +46,25 @@ def _matches(key, metric, variant):
         k = key[len("retrieval_top"):]
         return metric == "retrieval_topk" and variant.startswith(f"top-{k} ")
     return metric == key
+
+
+def _under_protocol(ours, protocol, key):
+    """Our subject-mean under the published paper's own protocol (protocol rows of the same metric key)."""
+    from fmrivid.metrics import protocols
+
+    empty = {"protocol": protocol, "protocol_value": np.nan, "protocol_sd": np.nan}
+    if not protocol:
+        return {**empty, "protocol_variant": "no protocol preset for this paper: not compared"}
+    names = [protocols.label(m.name, protocol) for m in protocols.PROTOCOLS[protocol].metrics if m.key == key]
+    if not names:
+        return {**empty, "protocol_variant": f"not computed: fmrivid does not reproduce this metric of the "
+                                            f"{protocol} protocol yet"}
+    hit = ours[ours["metric"].astype(str).isin(names)]
+    if hit.empty:
+        return {**empty, "protocol_variant": f"not computed in this run (add {protocol} to evaluate.protocol)"}
+    h = hit.iloc[0]
+    return {"protocol": protocol, "protocol_value": h["value"], "protocol_sd": h["sd"],
+            "protocol_variant": f"{h['metric']}: {h['variant']}"}
 
 
 def _published_text(row):
@@ -73,7 +99,8 @@ def published_comparison(means, method, published=None, reason="not computed"):
     for _, p in published.iterrows():
         hit = ours[[_matches(p["metric"], m, v) for m, v in zip(ours["metric"], ours["variant"])]]
         base = {"quantity": p["quantity"], "metric": p["metric"], "system": p["system"],
-                "published": _published_text(p), "note": p["note"], "source": p["source"]}
+                "published": _published_text(p), "note": p["note"], "source": p["source"],
+                **_under_protocol(ours, p["protocol"], p["metric"])}
         if hit.empty:
             rows.append({**base, "fmrivid_value": np.nan, "fmrivid_sd": np.nan, "n_subjects": 0,
                          "fmrivid_method": method, "fmrivid_variant": reason})

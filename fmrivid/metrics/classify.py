@@ -277,6 +277,34 @@ def sample_indices(t, num_frames):
     return np.round(np.linspace(0, t - 1, int(num_frames))).astype(np.int64)
 
 
+def with_num_frames(loaded, num_frames):
+    """The same video classifier built for ``num_frames`` input frames, as MinD-Video's
+    ``video_classify_metric`` loads VideoMAE (``from_pretrained(..., num_frames=6)``): same weights, sinusoidal
+    position embeddings for that many frames, so a clip is fed its own frames without resampling.
+
+    Returns
+    -------
+    fmrivid.models.LoadedModel or str
+        The model, or why it cannot be built (frames not a multiple of the tubelet size).
+    """
+    import copy
+    import dataclasses
+
+    cfg = loaded.model.config
+    tubelet = int(getattr(cfg, "tubelet_size", 1))
+    if int(num_frames) % tubelet:
+        return f"not computed: {num_frames} frames per clip is not a multiple of the model's tubelet size {tubelet}"
+    if int(num_frames) == int(cfg.num_frames):
+        return loaded
+    new_cfg = copy.deepcopy(cfg)
+    new_cfg.num_frames = int(num_frames)
+    model = type(loaded.model)(new_cfg)
+    model.load_state_dict(loaded.model.state_dict())
+    model = model.to(loaded.device, loaded.dtype).eval()
+    info = dict(loaded.info, num_frames=int(num_frames))
+    return dataclasses.replace(loaded, model=model, info=info)
+
+
 def video_class_probs(loaded, clips, batch_size=8):
     """Softmax class probabilities of a video classifier (VideoMAE) on every clip.
 

@@ -261,6 +261,18 @@ PROTOCOLS = {p.name: p for p in [
              )),
 ]}
 
+#: Protocols whose papers score N-way video classification with MinD-Video's ``video_classify_metric``:
+#: VideoMAE rebuilt for the clip's own frame count and fed the frames as they are (fmrivid's default resamples
+#: every clip to the model's 16 frames). Their rows are computed once, as :data:`NWAY_LABEL`.
+NWAY_NATIVE = ("mindvideo", "mind_animator", "neurons", "glfa")
+NWAY_LABEL = "nway_topk (MinD-Video protocol)"
+
+
+def wants_native_nway(names):
+    """Whether any protocol of ``names`` scores video N-way as MinD-Video's code does."""
+    return any(n in NWAY_NATIVE for n in check_protocols(names))
+
+
 #: What ``evaluate.protocol`` accepts: fmrivid's own definitions and the presets above.
 NAMES = ("fmrivid",) + tuple(PROTOCOLS)
 

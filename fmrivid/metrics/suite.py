@@ -206,7 +206,7 @@ def _model_name(loaded):
 #: ``format`` attribute of a GT cache file.
 GT_CACHE_FORMAT = "fmrivid-eval-gt-cache/1"
 #: Arrays of the GT cache (None / absent when not computed).
-GT_CACHE_ARRAYS = ("hue", "flows", "clip_emb", "frame_probs", "video_probs")
+GT_CACHE_ARRAYS = ("hue", "flows", "clip_emb", "frame_probs", "video_probs", "video_probs_native")
 
 
 def clip_digests(clips):
@@ -244,7 +244,9 @@ def gt_cache_arrays(gt, clip_ids, models=None, log=print):
         and the arrays ``hue`` (N, T, H*W)
         float64, ``flows`` (N, T-1, H, W, 2) float32 (None with 1 frame),
         ``clip_emb`` (N, T, D), ``frame_probs`` (N, T, C), ``video_probs``
-        (N, C) float64 (None without the model).
+        (N, C) float64 (None without the model), ``video_probs_native`` (N, C): the video classifier
+        rebuilt for the clips' own T frames (MinD-Video's protocol; None without the model or when T is not a
+        multiple of its tubelet size).
     """
     models = models or {}
     gt, _ = pixel._check_videos(gt, gt)
@@ -271,6 +273,12 @@ def gt_cache_arrays(gt, clip_ids, models=None, log=print):
         cache[key] = fn(loaded, gt)
         cache["models"][kind] = _model_name(loaded)
         log(f"GT cache: {key} {cache[key].shape} of {cache['models'][kind]} ({time.perf_counter() - t0:.1f}s)")
+    cache["video_probs_native"] = None  # MinD-Video's protocol: VideoMAE fed the clips' own frames
+    if models.get("video_classifier") is not None:
+        native = classify.with_num_frames(models["video_classifier"], t)
+        if not isinstance(native, str):
+            cache["video_probs_native"] = (cache["video_probs"] if native is models["video_classifier"]
+                                           else video_class_probs(native, gt))
     return cache
 
 
@@ -600,6 +608,16 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
                "peers feed VideoMAE 6 frames)")
         _nway_metrics(col, pg, video_class_probs(video_cls, rec), pos, "video", f"{_model_name(video_cls)}; {how}",
                       cfg, seed)
+        if protocols.wants_native_nway(cfg.get("protocol", ["fmrivid"])):
+            native = classify.with_num_frames(video_cls, t)
+            label = (f"{_model_name(video_cls)}; rebuilt with num_frames={t} and fed each clip's {t} frames as they "
+                     "are, as MinD-Video's video_classify_metric (float32 here, float16 there; seeded draws here)")
+            if isinstance(native, str):
+                col.missing(protocols.NWAY_LABEL, label, native)
+            else:
+                pg = _cached(gt_cache, "video_probs_native", "video_classifier", video_cls)
+                _nway_metrics(col, pg, video_class_probs(native, rec), pos, "video", label, cfg, seed,
+                              metric=protocols.NWAY_LABEL)
     return col.partial()
 
 
@@ -620,7 +638,7 @@ def _clip_metrics(col, eg, er, pos, model, cfg):
                 semantic.clip_pcc_allpairs(er))
 
 
-def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed):
+def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed, metric="nway_topk"):
     """N-way metrics of a chunk: ``pg`` GT probabilities of all clips, ``pr`` the chunk's reconstructions."""
     if not (np.all(np.isfinite(pg)) and np.all(np.isfinite(pr))):
         raise InputError(f"{level}-level class probabilities", "finite probabilities", "NaN or inf")
@@ -633,7 +651,7 @@ def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed):
         for n_way in cfg["nway"]:
             variant = classify.variant(n_way, n_gt, level, cfg["nway_trials"], model)
             if n_classes - n_gt < n_way - 1:
-                col.missing("nway_topk", variant, f"not computed: {n_classes} classes < {n_way - 1 + n_gt}")
+                col.missing(metric, variant, f"not computed: {n_classes} classes < {n_way - 1 + n_gt}")
                 continue
             if prepared is None:
                 prepared = classify.prepare_gt(pg3, n_gt)
@@ -644,7 +662,7 @@ def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed):
                 return classify.nway_pairs(pr3, prepared, draws, ri, gi)
 
             vals = pair_fn(own, pos)
-            col.add("nway_topk", variant, vals, _pair_cache(vals, pair_fn, pos))
+            col.add(metric, variant, vals, _pair_cache(vals, pair_fn, pos))
 
 
 def write_partial(partial, path):

@@ -55,11 +55,15 @@ def _under_protocol(ours, protocol, key):
     empty = {"protocol": protocol, "protocol_value": np.nan, "protocol_sd": np.nan}
     if not protocol:
         return {**empty, "protocol_variant": "no protocol preset for this paper: not compared"}
-    names = [protocols.label(m.name, protocol) for m in protocols.PROTOCOLS[protocol].metrics if m.key == key]
-    if not names:
-        return {**empty, "protocol_variant": f"not computed: fmrivid does not reproduce this metric of the "
-                                            f"{protocol} protocol yet"}
-    hit = ours[ours["metric"].astype(str).isin(names)]
+    if key.startswith("nway_video_") and protocol in protocols.NWAY_NATIVE:
+        hit = ours[[m == protocols.NWAY_LABEL and _matches(key, "nway_topk", v)
+                    for m, v in zip(ours["metric"].astype(str), ours["variant"].astype(str))]]
+    else:
+        names = [protocols.label(m.name, protocol) for m in protocols.PROTOCOLS[protocol].metrics if m.key == key]
+        if not names:
+            return {**empty, "protocol_variant": f"not computed: fmrivid does not reproduce this metric of the "
+                                                f"{protocol} protocol yet"}
+        hit = ours[ours["metric"].astype(str).isin(names)]
     if hit.empty:
         return {**empty, "protocol_variant": f"not computed in this run (add {protocol} to evaluate.protocol)"}
     h = hit.iloc[0]

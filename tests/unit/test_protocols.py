@@ -206,3 +206,38 @@ def test_protocol_names_schema_and_errors():
     pub = tables.read_published()
     assert set(pub["protocol"]) - {""} <= set(protocols.PROTOCOLS)
     assert yaml  # (the schema is YAML; load_schema reads it)
+
+
+def test_mindvideo_video_nway_feeds_videomae_the_clips_own_frames(pair):
+    from fmrivid import models
+    from fmrivid.metrics import classify
+
+    gt, rec = pair  # 2 frames per clip; the tiny VideoMAE is built for 4
+    vid = models.load("tiny", "video_classifier", seed=0)
+    native = classify.with_num_frames(vid, 2)
+    assert native.model.config.num_frames == 2 and vid.model.config.num_frames == 4
+    for k, v in vid.model.state_dict().items():  # same weights
+        assert torch.equal(v, native.model.state_dict()[k])
+    # fed as they are: a clip of 2 frames gives what the 2-frame model gives, not the resampled 4-frame input
+    p_native = classify.video_class_probs(native, gt)
+    p_resampled = classify.video_class_probs(vid, gt)
+    assert p_native.shape == p_resampled.shape and np.abs(p_native - p_resampled).max() > 1e-6
+    assert isinstance(classify.with_num_frames(vid, 3), str)  # tubelet 2
+    cfg = {"n_boot": 20, "n_perm": 5, "ssim_size": None, "clip_gate": 0.6, "nway": [2], "nway_trials": 5,
+           "nway_gt": 3, "protocol": ["fmrivid", "mindvideo"]}
+    rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models={"video_classifier": vid},
+                                    log=lambda *a: None)
+    long = pd.DataFrame(rows)
+    mv = long[long.metric == protocols.NWAY_LABEL]
+    assert set(mv.method) == {"m", "shuffled_gt"} and "num_frames=2" in mv.variant.iloc[0]
+    own = long[long.metric == "nway_topk"]
+    assert "resampled to the model's 4" in own.variant.iloc[0]
+    comp = tables.published_comparison(table.subject_mean(long), "m")
+    two = comp[(comp.system == "MinD-Video") & (comp.quantity == "video 2-way")].iloc[0]
+    ours = mv[(mv.method == "m") & mv.variant.str.contains("top-3 GT") & mv.variant.str.contains("N=2;")]
+    assert two["protocol_value"] == pytest.approx(float(ours["value"].iloc[0]))
+    assert two["protocol_variant"].startswith(protocols.NWAY_LABEL)
+    cfg["protocol"] = ["fmrivid"]
+    rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models={"video_classifier": vid},
+                                    log=lambda *a: None)
+    assert protocols.NWAY_LABEL not in {r["metric"] for r in rows}

@@ -80,3 +80,14 @@ def read_features(path, clip_ids=None, dataset="features"):
         rows = np.array([index[c] for c in clip_ids], dtype=int)
         data = f[dataset][()][rows] if len(rows) else f[dataset][()][:0]
         return list(clip_ids), data, attrs
+
+
+def feature_ids(path):
+    """The clip ids of a feature file, without reading its rows."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "an HDF5 feature file", "no such file")
+    with h5py.File(path, "r") as f:
+        if "clip_id" not in f:
+            raise InputError(path, "a dataset 'clip_id'", f"keys {sorted(f.keys())}")
+        return [c.decode() if isinstance(c, bytes) else str(c) for c in f["clip_id"][()]]

@@ -207,11 +207,12 @@ def cosine_matrix(pred, true):
     return _unit(pred, "pred") @ _unit(true, "true").T
 
 
-def retrieval_topk(pred, true, k):
-    """Top-k retrieval: is the true clip among the k test clips most similar to the decoded embedding?
+def retrieval_topk(pred, true, k, distractors=None):
+    """Top-k retrieval: is the true clip among the k gallery clips most similar to the decoded embedding?
 
-    The rank of clip i is the number of clips j != i with ``S[i, j] > S[i, i]``
-    (cosine similarity; ties go to the true clip); a hit is ``rank < k``.
+    The gallery is the test clips (and ``distractors``, clips no decoded embedding belongs to). The rank of
+    clip i is the number of gallery items other than its true clip with a cosine similarity above
+    ``S[i, i]`` (ties go to the true clip); a hit is ``rank < k``.
 
     Parameters
     ----------
@@ -220,7 +221,9 @@ def retrieval_topk(pred, true, k):
     true : array_like, shape (N, D)
         Embeddings of the test clips, same order.
     k : int
-        Cut-off (``k >= N`` makes every clip a hit: record N with the result).
+        Cut-off (``k >= N + M`` makes every clip a hit: record the gallery size with the result).
+    distractors : array_like, shape (M, D), optional
+        More gallery items (Mind-Animator's large retrieval set).
 
     Returns
     -------
@@ -230,11 +233,14 @@ def retrieval_topk(pred, true, k):
     if int(k) < 1:
         raise ValueError(f"retrieval_topk: k must be >= 1, got {k!r}")
     s = cosine_matrix(pred, true)
-    rank = (s > np.diag(s)[:, None] + TIE_TOL).sum(axis=1)
+    own = np.diag(s)[:, None] + TIE_TOL
+    rank = (s > own).sum(axis=1)
+    if distractors is not None and len(distractors):
+        rank = rank + (cosine_matrix(pred, distractors) > own).sum(axis=1)
     return (rank < int(k)).astype(np.float64)
 
 
-def retrieval_nway_top1(pred, true, n_way=300, n_subsets=30, seed=0):
+def retrieval_nway_top1(pred, true, n_way=300, n_subsets=30, seed=0, backward=False):
     """N-way top-1 retrieval over random subsets of the test clips (MindEye2 protocol).
 
     Each of ``n_subsets`` subsets draws ``min(n_way, N)`` clips without
@@ -250,6 +256,9 @@ def retrieval_nway_top1(pred, true, n_way=300, n_subsets=30, seed=0):
         Number of random subsets.
     seed : int
         Seed of the subset draws.
+    backward : bool
+        MindEye2's "brain retrieval": for each TRUE embedding, is its own decoded embedding the most similar of
+        the subset's decoded embeddings (the other direction of the same similarity matrix).
 
     Returns
     -------
@@ -259,6 +268,8 @@ def retrieval_nway_top1(pred, true, n_way=300, n_subsets=30, seed=0):
         The subset size used.
     """
     s = cosine_matrix(pred, true)
+    if backward:
+        s = s.T
     n_clips = s.shape[0]
     n = int(min(int(n_way), n_clips))
     if n < 2:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fmrivid.errors import InputError
 from fmrivid.io.atomic import atomic_path
-from fmrivid.io.h5 import read_features
+from fmrivid.io.h5 import feature_ids, read_features
 from fmrivid.io.splits import chunk_rows, clip_ids, read_captions, read_splits
 
 
@@ -99,7 +99,13 @@ def _finish_evaluation(rows, clips, models_info, targets, pred_paths, truth_path
         _, true, _ = read_features(t_path, pids)
         # token / per-frame targets (text_tokens, vae_frames) are scored as the flat rows ridge decodes
         pred, true = pred.reshape(len(pred), -1), true.reshape(len(true), -1)
-        r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log)
+        distractors = None
+        if cfg.get("retrieval_large_topk"):  # every other clip of the feature file (the training clips)
+            test = set(pids)
+            others = [c for c in feature_ids(t_path) if c not in test]
+            distractors = read_features(t_path, others)[1].reshape(len(others), -1) if others else None
+        r, c = suite.evaluate_features(pred, true, pids, subject, target, cfg, seed, log=log,
+                                       distractors=distractors)
         rows += r
         clips += c
     write_clip_table(clips, out_clips)
@@ -196,9 +202,9 @@ def evaluate(partials, pred_paths, truth_paths, targets, subject, method, cfg, s
                              f"subject {found[0]}, method {found[1]}, seed {found[2]}")
     log(f"sub-{subject} {method}: merging {len(parts)} chunk(s)")
     rows, clips = suite.merge_partials(parts, cfg, log=log)
-    if not chance_rows:  # the shuffled-GT chance rows come with the first method only (one per metric and subject)
-        rows = [r for r in rows if r["method"] != suite.SHUFFLED]
-        clips = [c for c in clips if c["method"] != suite.SHUFFLED]
+    if not chance_rows:  # chance and reference rows come with the first method only (one per metric and subject)
+        rows = [r for r in rows if r["method"] not in suite.REFERENCE_METHODS]
+        clips = [c for c in clips if c["method"] not in suite.REFERENCE_METHODS]
     _finish_evaluation(rows, clips, parts[0]["models"], targets, pred_paths, truth_paths, subject, cfg, seed,
                        out_table, out_clips, out_models, log)
 

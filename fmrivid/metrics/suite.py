@@ -41,6 +41,10 @@ from fmrivid.metrics.stats import (PairCache, derangement, derangements, p_from_
 from fmrivid.metrics.table import clip_rows, missing_row, summarise
 
 SHUFFLED = "shuffled_gt"
+#: Reference rows of metrics that describe one video (no GT pairing): the true videos, and a frozen video.
+GT_VIDEOS = "gt_videos"
+STATIC_VIDEO = "static_video"
+REFERENCE_METHODS = (SHUFFLED, GT_VIDEOS, STATIC_VIDEO)
 
 
 def check_lossless(path, attrs):
@@ -454,14 +458,17 @@ class ChunkCollector:
             self.shuffle, self.perms = None, []
         self.entries = []
 
-    def add(self, metric, variant, values, values_under=None, greater=True, stat="mean"):
-        """Record per-clip ``values``; with ``values_under(gt_index_per_row)`` also the shuffled and null values."""
+    def add(self, metric, variant, values, values_under=None, greater=True, stat="mean", method=None):
+        """Record per-clip ``values``; with ``values_under(gt_index_per_row)`` also the shuffled and null values.
+        ``method``: a reference row's own method name (default: the evaluated method)."""
         t0 = time.perf_counter()
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size != self.positions.size:
             raise ValueError(f"ChunkCollector.add({metric}): {values.size} values for {self.positions.size} clips")
         entry = {"kind": "values", "metric": str(metric), "variant": str(variant), "greater": bool(greater),
                  "stat": str(stat), "values": values, "shuffled": None, "null": None, "identity": None}
+        if method is not None:
+            entry["method"] = str(method)
         if values_under is not None and self.shuffle is not None:
             if isinstance(values_under, PairCache):
                 values_under.prefetch([*self.perms, self.shuffle], block=PAIR_BLOCK)
@@ -634,8 +641,13 @@ def _clip_metrics(col, eg, er, pos, model, cfg):
         vals = semantic.clip_pcc_adjacent(er, semantic.clip_video_score(eg[pos], er), gate)
         variant = semantic.VARIANTS["clip_pcc_adjacent"].replace(str(semantic.CLIP_PCC_GATE), f"{gate:g}")
         col.add("clip_pcc_adjacent", f"{variant}; CLIP {model}", vals, _pair_cache(vals, adj_pair, pos))
-        col.add("clip_pcc_allpairs", f"{semantic.VARIANTS['clip_pcc_allpairs']}; CLIP {model}",
-                semantic.clip_pcc_allpairs(er))
+        variant = f"{semantic.VARIANTS['clip_pcc_allpairs']}; CLIP {model}"
+        col.add("clip_pcc_allpairs", variant, semantic.clip_pcc_allpairs(er))
+        # references: a property of one video, so no shuffled pairing; what the true videos score, and a
+        # frozen video (the reconstruction's first frame held), which scores 1 by construction
+        col.add("clip_pcc_allpairs", variant, semantic.clip_pcc_allpairs(eg[pos]), method=GT_VIDEOS)
+        col.add("clip_pcc_allpairs", variant, semantic.clip_pcc_allpairs(np.repeat(er[:, :1], er.shape[1], 1)),
+                method=STATIC_VIDEO)
 
 
 def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed, metric="nway_topk"):
@@ -796,9 +808,10 @@ def merge_partials(partials, cfg, log=print):
             shuffled = gathered(e, "shuffled")
             rows.append(summarise(subject, SHUFFLED, metric, variant, shuffled, seed, n_boot=n_boot, stat=stat))
             clips += clip_rows(subject, SHUFFLED, metric, variant, ids, shuffled)
-        rows.append(summarise(subject, method, metric, variant, values, seed, n_boot=n_boot, p=p, stat=stat))
-        clips += clip_rows(subject, method, metric, variant, ids, values)
-        log(f"  {method:>16s} {metric:>18s} {np.mean(values):9.4f}" + (f"  p={p:.3f}" if p is not None else ""))
+        who = entry.get("method", method)
+        rows.append(summarise(subject, who, metric, variant, values, seed, n_boot=n_boot, p=p, stat=stat))
+        clips += clip_rows(subject, who, metric, variant, ids, values)
+        log(f"  {who:>16s} {metric:>18s} {np.mean(values):9.4f}" + (f"  p={p:.3f}" if p is not None else ""))
     return rows, clips
 
 
@@ -842,7 +855,7 @@ def evaluate_videos(gt, rec, clip_ids, subject, method, cfg, seed, models=None, 
     return merge_partials([part], cfg, log=log)
 
 
-def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=print, method=None):
+def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=print, method=None, distractors=None):
     """Identification and retrieval metrics of decoded embeddings against the test clips' embeddings.
 
     Parameters
@@ -858,6 +871,8 @@ def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=prin
     cfg : dict
         The ``evaluate`` config section.
     seed : int
+    distractors : ndarray, shape (M, D), optional
+        Embeddings of clips outside the test set: the large retrieval gallery (``retrieval_large_topk``).
 
     Returns
     -------
@@ -889,6 +904,26 @@ def evaluate_features(pred, true, clip_ids, subject, target, cfg, seed, log=prin
     variant = (f"{used}-way top-1 over {n_sub} random subsets (MindEye2; asked {n_way}-way, capped by the "
                f"{n} test clips; chance {1 / used:.4f}); CI over subsets; {what}")
     col.add("retrieval_nway_top1", variant, vals, nway_under, clip_ids=[f"subset{k:03d}" for k in range(n_sub)])
+    back, _ = semantic.retrieval_nway_top1(pred, true, n_way, n_sub, seed, backward=True)
+
+    def back_under(perm):
+        return semantic.retrieval_nway_top1(pred, true[perm], n_way, n_sub, seed, backward=True)[0]
+
+    variant = (f"{used}-way top-1 over {n_sub} random subsets, backward (MindEye2 brain retrieval: each true "
+               f"embedding finds its own decoded embedding among the subset's decoded ones; chance "
+               f"{1 / used:.4f}); CI over subsets; {what}")
+    col.add("retrieval_backward_nway_top1", variant, back, back_under,
+            clip_ids=[f"subset{k:03d}" for k in range(n_sub)])
+    if distractors is not None and len(distractors):
+        m = len(distractors)
+        for k in cfg.get("retrieval_large_topk", []):
+            def large_under(perm, k=k):
+                return semantic.retrieval_topk(pred, true[perm], k, distractors)
+
+            variant = (f"top-{int(k)} of a large gallery: the N={n} test clips plus {m} other clips as distractors "
+                       f"(cosine, ties to the true clip; chance {min(int(k), n + m) / (n + m):.4f}; Mind-Animator "
+                       f"reports top-10/100 on a large set whose distractors are not public: not parity); {what}")
+            col.add("retrieval_large_topk", variant, large_under(np.arange(n)), large_under)
     return col.rows, col.clips
 
 

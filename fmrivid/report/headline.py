@@ -28,6 +28,7 @@ HEADLINE = ["ssim_rgb_uniform", "pixcorr", "lpips_alex", "clip_video_score", "nw
 #: Metrics where lower is better (the figure says so in the panel title).
 LOWER_IS_BETTER = ("lpips_alex", "lpips_vgg", "epe_farneback")
 CHANCE = "shuffled_gt"
+REFERENCES = (CHANCE, "gt_videos", "static_video")  # reference rows, not methods (fmrivid.metrics.suite)
 CONTROL_SUFFIX = "_shuffled"
 COLUMNS = ["subject", "method", "metric", "variant", "value", "ci_low", "ci_high", "p", "shuffled_control",
            "shuffled_gt"]
@@ -87,7 +88,7 @@ def headline_table(table, metrics=None):
             by_method = {m: g.set_index("subject") for m, g in part.groupby("method")}
             chance = by_method.get(CHANCE)
             for method in sorted(by_method):
-                if method == CHANCE or method.endswith(CONTROL_SUFFIX):
+                if method in REFERENCES or method.endswith(CONTROL_SUFFIX):
                     continue
                 control = by_method.get(method + CONTROL_SUFFIX)
                 for subject, r in by_method[method].iterrows():

@@ -101,8 +101,14 @@ def test_three_uneven_chunks_equal_the_unchunked_evaluation(data, parts, tmp_pat
         assert own["p"] == pytest.approx(1 / (1 + CFG["n_perm"]))
         assert (own["value"] > shuf["value"]) == (metric != "epe_farneback")
     # a metric without shuffled pairings merges without a shuffled row or p
-    allpairs = table[table.metric == "clip_pcc_allpairs"]
-    assert list(allpairs["method"]) == ["demo"] and math.isnan(allpairs["p"].iloc[0])
+    allpairs = table[table.metric == "clip_pcc_allpairs"].set_index("method")
+    assert sorted(allpairs.index) == ["demo", "gt_videos", "static_video"] and allpairs["p"].isna().all()
+    # references: a frozen video scores 1 (so 1 is no achievement); the true videos score their own consistency
+    assert allpairs.loc["static_video", "value"] == pytest.approx(1.0)
+    from fmrivid.metrics import semantic
+
+    gt_emb = suite.frame_embeddings(data["models"]["clip"], data["gt"])
+    assert allpairs.loc["gt_videos", "value"] == pytest.approx(semantic.clip_pcc_allpairs(gt_emb).mean())
     assert table[table.metric == "lpips_vgg"]["variant"].iloc[0].endswith("[not computed: no weights in this test]")
 
 

@@ -258,6 +258,34 @@ def test_retrieval_nway_top1_caps_n_and_counts_subsets():
     assert 0.2 < np.mean(vals) < 1.0  # above chance (1/5), below perfect
 
 
+def test_retrieval_large_gallery_and_backward_direction():
+    rng = np.random.default_rng(2)
+    true = rng.normal(size=(10, 6))
+    pred = true + rng.normal(0, 0.6, size=true.shape)
+    small = semantic.retrieval_topk(pred, true, 2)
+    # a distractor that is each decoded embedding itself beats every true clip: top-1 fails everywhere
+    assert semantic.retrieval_topk(pred, true, 1, distractors=pred).sum() == 0
+    # unrelated distractors can only push ranks down: hits are a subset of the small gallery's
+    big = semantic.retrieval_topk(pred, true, 2, distractors=rng.normal(size=(200, 6)))
+    assert np.all(big <= small) and big.sum() < small.sum()
+    # brute force: rank among test + distractors
+    d = rng.normal(size=(30, 6))
+    cos = _unit(pred) @ _unit(np.vstack([true, d])).T
+    ref = [float((np.delete(cos[i], i) > cos[i, i]).sum() < 3) for i in range(10)]
+    np.testing.assert_array_equal(semantic.retrieval_topk(pred, true, 3, distractors=d), ref)
+    # backward: the transposed problem, by brute force within each subset
+    vals, n = semantic.retrieval_nway_top1(pred, true, n_way=4, n_subsets=50, seed=1, backward=True)
+    rng2 = np.random.default_rng(1)
+    c = _unit(pred) @ _unit(true).T
+    ref = []
+    for _ in range(50):
+        idx = np.sort(rng2.choice(10, 4, replace=False))
+        ref.append(np.mean([idx[np.argmax(c[idx, j])] == j for j in idx]))
+    np.testing.assert_allclose(vals, ref)
+    fwd, _ = semantic.retrieval_nway_top1(pred, true, n_way=4, n_subsets=50, seed=1)
+    assert not np.array_equal(fwd, vals)
+
+
 # ---------------------------------------------------------------- brain metrics
 
 

@@ -99,6 +99,15 @@ def test_suite_features_planted_and_perfect():
     assert got[("ridge_image", "retrieval_topk", "top-2")]["value"] == 1.0
     nway = [r for r in rows if r["metric"] == "retrieval_nway_top1" and r["method"] == "ridge_image"][0]
     assert nway["value"] == 1.0 and nway["n"] == 10 and nway["variant"].startswith("12-way")
+    back = [r for r in rows if r["metric"] == "retrieval_backward_nway_top1" and r["method"] == "ridge_image"][0]
+    assert back["value"] == 1.0 and "backward" in back["variant"]
+    assert not any(r["metric"] == "retrieval_large_topk" for r in rows)  # no distractors given
+    pred = true + 0.1 * rng.normal(size=true.shape)  # decoded embeddings: each distractor is one of them
+    rows, _ = suite.evaluate_features(pred, true, ids, "01", "image", {**CFG, "retrieval_large_topk": [1]}, 0,
+                                      log=lambda *_: None, distractors=pred)
+    large = [r for r in rows if r["metric"] == "retrieval_large_topk" and r["method"] == "ridge_image"][0]
+    small = [r for r in rows if r["metric"] == "retrieval_topk" and r["method"] == "ridge_image"][0]
+    assert "N=12 test clips plus 12 other clips" in large["variant"] and large["value"] == 0 < small["value"]
     noise, _ = suite.evaluate_features(rng.normal(size=(12, 8)), true, ids, "01", "image", CFG, 0,
                                        log=lambda *_: None)
     two = [r for r in noise if r["metric"] == "two_way_ident" and r["method"] == "ridge_image"][0]

@@ -244,6 +244,20 @@ def align_inputs(wildcards):
     return {x: res(f"features/{entry.extras[x]}.h5") for x in sorted(EXTRAS_ASKED.get("align", ()))}
 
 
+ENCODER = decoder_registry.decoder_config("encoder", config["decode"])  # decode.encoder with its defaults
+
+
+def encoder_inputs(wildcards):
+    """Inputs of encoder_model: the subject's samples, its chunks (features/encoder_chunks.h5 when
+    decode.encoder.frame_source is video, else the shared features/frames.h5) and the parcel atlas when
+    decode.encoder.parcels names one."""
+    chunks = "encoder_chunks" if ENCODER["frame_source"] == "video" else "frames"
+    files = {"fmri_path": res(f"fmri/sub-{wildcards.sub}.h5"), "frames_path": res(f"features/{chunks}.h5")}
+    if ENCODER["parcels"]:
+        files["parcels_path"] = ENCODER["parcels"]
+    return files
+
+
 def decoder_tables():
     """metrics/decoders/<decoder>_sub-XX_<target>.tsv of every decoder in decode.neural."""
     return [

@@ -107,8 +107,7 @@ rule align_decode:
 
 rule encoder_model:
     input:
-        fmri_path=res("fmri/sub-{sub}.h5"),
-        frames_path=res("features/frames.h5"),
+        unpack(encoder_inputs),
     output:
         model=res("models/encoder/sub-{sub}_voxels.safetensors"),
         pred=res("predictions/encoder/sub-{sub}_voxels.h5"),

@@ -30,6 +30,33 @@ rule frames:
         "../workflow_scripts/run_stage.py"
 
 
+rule encoder_chunks:
+    input:
+        splits_path=res("splits.tsv"),
+        events_paths=all_event_files(),
+        videos=STIMULUS_FILES,
+    output:
+        res("features/encoder_chunks.h5"),
+    log:
+        log_path("encoder_chunks"),
+    benchmark:
+        bench_path("encoder_chunks")
+    group:
+        "stimuli"
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(8000),  # holds every chunk: CC2017, 5,520 clips x 32 x 112^2 x 3 bytes = 6.6 GB
+        runtime=30,
+    params:
+        chunk_frames=ENCODER["chunk_frames"],
+        size=ENCODER["frame_size"],
+        stage=stage("features"),
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
 rule captions:
     input:
         unpack(captions_input),

@@ -1,21 +1,49 @@
 """The encoder-decoder model (seed 004, arXiv 2507.12009): stimulus chunks -> voxels -> middle frame.
 
 One sample is one TR: a chunk of ``chunk_frames`` consecutive frames (32 in the paper) of what was on
-screen. The **encoder** runs 3-D convolutions over (time, height, width), collapses the remaining
-time steps with a learned temporal convolution, runs 2-D convolutions, pools and reads out one value
-per voxel. The **decoder** maps the predicted voxels back to the chunk's middle frame
-(fully connected layer, then upsampling + convolutions). Trained end to end with::
+screen. With ``frame_source: video`` the chunks are ``features/encoder_chunks.h5``: ``chunk_frames`` consecutive
+frames at the stimulus video's own frame rate from each clip's start (32 frames of a 30-fps movie = 1.07 s, the
+paper's input; written by rule encoder_chunks, :func:`fmrivid.features.frames.extract_chunks`). With
+``frame_source: frames`` (default) they are the ``features.n_frames`` frames of ``features/frames.h5`` spread
+over the clip, resampled to ``chunk_frames`` by repeating frames (:func:`prepare_chunks`).
 
-    loss = voxel_weight * MSE(predicted voxels, measured voxels)      (voxels z-scored on training rows)
-         + frame_weight * MSE(reconstructed middle frame, middle frame) (pixels in [0, 1])
+The **encoder** runs 3-D convolutions over (time, height, width), collapses the remaining time steps with a
+learned temporal convolution, runs 2-D convolutions, pools and reads out one value per voxel (or per parcel).
+The **decoder** maps the predicted voxels back to the chunk's middle frame (frame ``chunk_frames // 2``; fully
+connected layer, then upsampling + convolutions). Trained end to end with::
 
-(0.5 / 0.5 in the paper, where the decoder acts as a regulariser of the encoder: median voxel r
-0.202 with it, 0.139 without). The paper's reconstruction loss also has perceptual/SSIM terms; this
-module uses the pixel MSE only. ``frame_weight: 0`` gives the encoder-only ablation.
+    loss = voxel_weight * MSE(predicted voxels, measured voxels)    (voxels z-scored on training rows)
+         + frame_weight * L_frame
 
-Scalers (voxel means/SDs, pixel means/SDs per colour channel) come from the training rows only and
-are stored in the model file as buffers. Frames of any length are resampled uniformly in time to
-``chunk_frames`` (nearest frame) and resized (area averaging) to ``frame_size``.
+    L_frame = MSE(reconstructed middle frame, middle frame)          (pixels in [0, 1])
+            + perceptual_weight * L_vgg
+            + ssim_weight * (1 - SSIM)
+
+(voxel_weight / frame_weight 0.5 / 0.5 in the paper, where the decoder acts as a regulariser of the encoder:
+median voxel r 0.202 with it, 0.139 without; ``frame_weight: 0`` gives the encoder-only ablation). The paper's
+reconstruction loss has perceptual (VGG16) and SSIM terms without published weights; both default to 0 here.
+
+* ``L_vgg`` (:class:`Perceptual`): mean over the VGG16 layers relu2_2 and relu3_3 (``features[8]`` and
+  ``features[15]``, the usual perceptual-loss taps) of the MSE between the feature maps of the reconstructed and
+  the true middle frame, both ImageNet-normalised. ``perceptual_model: vgg16`` reads torchvision's IMAGENET1K_V1
+  weights from the local torch hub cache only (``torch.hub.get_dir()/checkpoints/vgg16-397923af.pth``; an error
+  names that file when it is absent); ``tiny`` is the torchvision ``VGG`` class with a random 4-8-16-channel
+  features stack (plumbing only, not a perceptual loss). The network is frozen (no gradient on its weights),
+  lives outside the model and is not saved in the model file; gradients flow through it to the decoder.
+* ``SSIM`` (:func:`ssim_uniform`): the SSIM of the ``decoded_frame_ssim`` metric
+  (:func:`fmrivid.metrics.pixel.ssim_rgb_uniform`: scikit-image, RGB, 7x7 uniform window, sample covariance,
+  K1 = 0.01, K2 = 0.03, windows fully inside the image), written in torch so that it is differentiable.
+
+Each term is logged in the training history (``voxel_mse``, ``frame_mse``, ``frame_ssim``, ``frame_vgg`` when
+used, ``frame_loss``), hence in the losses TSV.
+
+**Parcels** (``parcels``: a NIfTI label image on the fMRI grid, Schaefer-1000 in the paper): the targets become
+per-parcel means of the selected voxels (:func:`parcel_targets`); the voxel rows then hold parcels.
+
+Scalers (target means/SDs, pixel means/SDs per colour channel) come from the training rows only and
+are stored in the model file as buffers. Chunks of another length are resampled uniformly in time to
+``chunk_frames`` (nearest frame; taken as they are when already ``chunk_frames`` long) and resized (area
+averaging) to ``frame_size``.
 
 The result to report is the voxel-wise Pearson r on test samples (:func:`evaluate`, built on
 :func:`fmrivid.metrics.brain.voxel_r`), beside the same model trained on shuffled stimulus-response
@@ -25,6 +53,7 @@ pairs (``fit_predict(..., control=True)``).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,8 +62,9 @@ import torch.nn.functional as F
 from fmrivid.decoders import registry, train
 from fmrivid.errors import ConfigError, InputError
 
-__all__ = ["DEFAULTS", "EncoderDecoder", "config", "prepare_chunks", "fit_predict", "load_model", "predict",
-           "evaluate", "voxel_r"]
+__all__ = ["DEFAULTS", "EncoderDecoder", "Perceptual", "config", "prepare_chunks", "ssim_uniform", "frame_loss_terms",
+           "perceptual_net", "vgg16_weights_path", "parcel_labels", "parcel_targets", "fit_predict", "load_model",
+           "predict", "evaluate", "voxel_r"]
 
 _FORMAT = "fmrivid.decoders.encoder.EncoderDecoder"
 
@@ -70,6 +100,15 @@ def config(cfg=None):
     if float(out["voxel_weight"]) == 0:
         raise ConfigError("decoders.encoder.voxel_weight: expected > 0 (the voxels are the encoder's target); "
                           "found 0")
+    for key in ("perceptual_weight", "ssim_weight"):
+        if isinstance(out[key], bool) or not isinstance(out[key], (int, float)) or not float(out[key]) >= 0:
+            raise ConfigError(f"decoders.encoder.{key}: expected a number >= 0; found {out[key]!r}")
+    for key, choices in (("perceptual_model", ("vgg16", "tiny")), ("frame_source", ("frames", "video"))):
+        if out[key] not in choices:
+            raise ConfigError(f"decoders.encoder.{key}: expected one of {list(choices)}; found {out[key]!r}")
+    if out["parcels"] is not None and (not isinstance(out["parcels"], str) or not out["parcels"].strip()):
+        raise ConfigError(f"decoders.encoder.parcels: expected null or the path of a NIfTI label image; "
+                          f"found {out['parcels']!r}")
     if not 0 <= float(out["dropout"]) < 1:
         raise ConfigError(f"decoders.encoder.dropout: expected a value in [0, 1); found {out['dropout']!r}")
     train.train_config(out)
@@ -149,6 +188,175 @@ class EncoderDecoder(torch.nn.Module):
 
 
 # --------------------------------------------------------------------------- #
+# Frame loss: pixel MSE, VGG16 perceptual term, SSIM
+# --------------------------------------------------------------------------- #
+_SSIM_WIN = 7  # as fmrivid.metrics.pixel.ssim_rgb_uniform
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_VGG_TAPS = {8: "relu2_2", 15: "relu3_3"}  # indices in torchvision's vgg16().features
+_TINY_VGG = [4, 4, "M", 8, 8, "M", 16, 16, 16]  # VGG16's first 16 layers' layout (same taps), 4-8-16 channels
+
+
+def ssim_uniform(x, y, data_range=1.0):
+    """Differentiable SSIM per image: the definition of :func:`fmrivid.metrics.pixel.ssim_rgb_uniform`.
+
+    scikit-image's ``structural_similarity(..., channel_axis=-1, win_size=7, gaussian_weights=False)``: means,
+    variances and covariance over 7x7 uniform windows, sample covariance (x 49/48), ``C1 = (0.01 L)^2``,
+    ``C2 = (0.03 L)^2``, the SSIM map averaged over the windows that lie fully inside the image (scikit-image
+    crops a 3-pixel border) and over the colour channels.
+
+    Parameters
+    ----------
+    x, y : tensor, shape (B, C, H, W)
+        Images with values in ``[0, data_range]``; H, W >= 7.
+    data_range : float
+        ``L`` (1 for frames in [0, 1]; 255 for uint8 values).
+
+    Returns
+    -------
+    tensor, shape (B,)
+    """
+    if x.shape != y.shape or x.ndim != 4 or min(x.shape[-2:]) < _SSIM_WIN:
+        raise ValueError(f"ssim_uniform: expected two (B, C, H, W) tensors of one shape, H, W >= {_SSIM_WIN}; "
+                         f"found {tuple(x.shape)} and {tuple(y.shape)}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    n = _SSIM_WIN * _SSIM_WIN
+    cov_norm = n / (n - 1)
+
+    def pool(t):
+        return F.avg_pool2d(t, _SSIM_WIN, stride=1)
+
+    ux, uy = pool(x), pool(y)
+    vx = cov_norm * (pool(x * x) - ux * ux)
+    vy = cov_norm * (pool(y * y) - uy * uy)
+    vxy = cov_norm * (pool(x * y) - ux * uy)
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+class Perceptual(torch.nn.Module):
+    """Frozen VGG perceptual distance: mean over relu2_2 and relu3_3 of the feature-map MSE.
+
+    Parameters
+    ----------
+    vgg : torchvision.models.VGG
+        Only ``vgg.features[:16]`` is kept (VGG16's layout: taps ``features[8]`` = relu2_2 and
+        ``features[15]`` = relu3_3).
+    label : str
+        What the network is, for the log.
+
+    Notes
+    -----
+    ``forward(x, y)`` takes frames (B, 3, H, W) in [0, 1], normalises them with the ImageNet mean/SD and returns
+    the scalar loss. Its weights never require grad; gradients flow to ``x``.
+    """
+
+    def __init__(self, vgg, label=""):
+        super().__init__()
+        self.features = torch.nn.Sequential(*list(vgg.features.children())[:max(_VGG_TAPS) + 1])
+        self.label = label
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).reshape(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).reshape(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode=True):  # always in eval mode (frozen)
+        return super().train(False)
+
+    def forward(self, x, y):
+        h = (torch.cat([x, y]) - self.mean) / self.std
+        n, terms = x.shape[0], []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in _VGG_TAPS:
+                terms.append(F.mse_loss(h[:n], h[n:]))
+        return torch.stack(terms).mean()
+
+
+def vgg16_weights_path():
+    """Where torchvision keeps the VGG16 IMAGENET1K_V1 weights: the local torch hub cache's checkpoints folder."""
+    from torchvision.models import VGG16_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_Weights.IMAGENET1K_V1.url).name
+
+
+def perceptual_net(kind, device="cpu", log=print):
+    """The frozen :class:`Perceptual` network of ``perceptual_model`` ``kind`` (``vgg16`` or ``tiny``), on ``device``.
+
+    ``vgg16`` loads the cached IMAGENET1K_V1 weights (:func:`vgg16_weights_path`) and never downloads; an absent
+    file raises :class:`~fmrivid.errors.InputError` naming it. ``tiny`` builds torchvision's ``VGG`` class around
+    a random 4-8-16-channel features stack (seeded, the global RNG untouched): for plumbing tests only.
+    """
+    from torchvision.models import vgg16
+    from torchvision.models.vgg import VGG, make_layers
+
+    if kind == "vgg16":
+        path = vgg16_weights_path()
+        if not path.is_file():
+            raise InputError(path, "torchvision's VGG16 IMAGENET1K_V1 weights for decode.encoder.perceptual_weight "
+                                   "(read from the local torch hub cache; nothing is downloaded here)",
+                             "no such file: on a machine with internet run python -c \"import torchvision; "
+                             "torchvision.models.vgg16(weights='IMAGENET1K_V1')\" and copy the file to this path "
+                             "(or set TORCH_HOME), or set decode.encoder.perceptual_weight: 0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.device("meta"):
+            net = vgg16(weights=None)
+        try:
+            net.load_state_dict(state, assign=True)
+        except RuntimeError as exc:
+            raise InputError(path, "the state dict of torchvision's vgg16", f"{str(exc).splitlines()[0]}") from None
+        label = f"VGG16 IMAGENET1K_V1 ({path})"
+    elif kind == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            features = make_layers(_TINY_VGG)
+            with torch.device("meta"):  # the 512*7*7 -> 4096 classifier is never used: not allocated
+                net = VGG(features, num_classes=2)
+        net.avgpool, net.classifier = torch.nn.Identity(), torch.nn.Identity()
+        label = "tiny VGG (torchvision VGG class, 4-8-16 channels): RANDOM weights, plumbing only"
+    else:
+        raise ConfigError(f"decoders.encoder.perceptual_model: expected one of ['vgg16', 'tiny']; found {kind!r}")
+    out = Perceptual(net, label).to(device)
+    log(f"encoder: perceptual term on {', '.join(_VGG_TAPS.values())} of {label}; frozen, not saved")
+    return out
+
+
+def frame_loss_terms(frame, target, perceptual_weight=0.0, ssim_weight=0.0, perceptual=None):
+    """Terms of the middle-frame loss ``L_frame = mse + perceptual_weight * L_vgg + ssim_weight * (1 - SSIM)``.
+
+    Parameters
+    ----------
+    frame, target : tensor, shape (B, 3, S, S)
+        Reconstructed and true middle frames in [0, 1].
+    perceptual_weight, ssim_weight : float
+    perceptual : Perceptual, optional
+        Needed when ``perceptual_weight > 0``.
+
+    Returns
+    -------
+    dict of scalar tensors
+        ``frame_mse``, ``frame_ssim`` (mean SSIM of the batch; not differentiated when ``ssim_weight`` is 0),
+        ``frame_vgg`` (only with ``perceptual_weight > 0``) and their weighted sum ``frame_loss``.
+    """
+    mse = F.mse_loss(frame, target)
+    total = mse
+    if ssim_weight > 0:
+        ssim = ssim_uniform(frame, target).mean()
+        total = total + float(ssim_weight) * (1 - ssim)
+    else:
+        with torch.no_grad():
+            ssim = ssim_uniform(frame, target).mean()
+    terms = {"frame_mse": mse, "frame_ssim": ssim}
+    if perceptual_weight > 0:
+        if perceptual is None:
+            raise ValueError("frame_loss_terms: perceptual_weight > 0 needs the perceptual network")
+        terms["frame_vgg"] = perceptual(frame, target)
+        total = total + float(perceptual_weight) * terms["frame_vgg"]
+    terms["frame_loss"] = total
+    return terms
+
+
+# --------------------------------------------------------------------------- #
 # Data
 # --------------------------------------------------------------------------- #
 def _check_frames(frames, name):
@@ -171,12 +379,19 @@ def prepare_chunks(frames, chunk_frames, frame_size, batch=64):
     Returns
     -------
     ndarray, uint8, shape (N, chunk_frames, frame_size, frame_size, 3)
-        Frame ``k`` of a chunk is the input frame ``round(k * (T - 1) / (chunk_frames - 1))``; sizes
-        change by area averaging (``torch.nn.functional.interpolate(mode="area")``), rounded.
+        Clips of ``T == chunk_frames`` frames (``features/encoder_chunks.h5``) keep their frames as they are;
+        otherwise frame ``k`` of a chunk is the input frame ``round(k * (T - 1) / (chunk_frames - 1))`` (the
+        middle frame for ``chunk_frames == 1``). Sizes change by area averaging
+        (``torch.nn.functional.interpolate(mode="area")``), rounded.
     """
     frames = _check_frames(frames, "frames")
     n, t, h, w, _ = frames.shape
-    idx = np.rint(np.linspace(0, t - 1, chunk_frames)).astype(int) if chunk_frames > 1 else np.array([t // 2])
+    if t == chunk_frames:
+        idx = np.arange(t)  # true chunks: no resampling in time
+    elif chunk_frames > 1:
+        idx = np.rint(np.linspace(0, t - 1, chunk_frames)).astype(int)
+    else:
+        idx = np.array([t // 2])
     out = np.empty((n, chunk_frames, frame_size, frame_size, 3), np.uint8)
     for i in range(0, n, batch):
         x = frames[i:i + batch][:, idx]
@@ -201,6 +416,122 @@ def _pixel_stats(chunks):
     mean = total / count
     std = np.sqrt(np.maximum(sq / count - mean ** 2, 0))
     return mean, np.where(std > 1e-6, std, 1.0)
+
+
+# --------------------------------------------------------------------------- #
+# Parcels
+# --------------------------------------------------------------------------- #
+def parcel_labels(atlas_path, ijk, shape, affine):
+    """Label of each selected voxel in a NIfTI label image on the fMRI grid.
+
+    Parameters
+    ----------
+    atlas_path : path
+        3-D integer label image (a 4-D image with one volume is accepted), 0 = background.
+    ijk : ndarray of int, shape (V, 3)
+        Voxel indices of the selected voxels (``voxels/ijk`` of ``fmri/sub-XX.h5``).
+    shape, affine :
+        The fMRI grid (``shape`` and ``affine`` attributes of ``fmri/sub-XX.h5``).
+
+    Returns
+    -------
+    ndarray of int64, shape (V,)
+
+    Raises
+    ------
+    InputError
+        Naming the atlas: unreadable, not integer labels, or not on the data's grid (its shape and affine and the
+        data's are given; nothing is resampled: ``nilearn.image.resample_to_img(atlas, bold,
+        interpolation="nearest")`` puts an atlas on the BOLD grid).
+    """
+    import nibabel as nib
+
+    atlas_path = Path(atlas_path)
+    if not atlas_path.is_file():
+        raise InputError(atlas_path, "a NIfTI label image (decode.encoder.parcels)", "no such file")
+    try:
+        img = nib.load(str(atlas_path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises several types for broken files
+        raise InputError(atlas_path, "a readable NIfTI label image", f"{type(exc).__name__}: {exc}") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    grid = tuple(int(v) for v in shape)[:3]
+    affine = np.asarray(affine, np.float64)
+    if data.shape != grid or not np.allclose(img.affine, affine, atol=1e-3):
+        raise InputError(atlas_path, f"a label image on the fMRI grid: shape {grid}, affine "
+                                     f"{np.round(affine, 3).tolist()}",
+                         f"shape {tuple(data.shape)}, affine {np.round(img.affine, 3).tolist()} (resample it onto "
+                         "the BOLD grid with nilearn.image.resample_to_img(atlas, bold, interpolation='nearest'))")
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+            raise InputError(atlas_path, "integer labels (0 = background)", f"non-integer values ({data.dtype})")
+    ijk = np.asarray(ijk, np.int64)
+    if ijk.ndim != 2 or ijk.shape[1] != 3 or (ijk < 0).any() or (ijk >= np.array(grid)).any():
+        raise InputError("voxels/ijk", f"voxel indices inside the grid {grid}", f"shape {ijk.shape} or outside")
+    return np.asarray(data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]).round().astype(np.int64)
+
+
+def _parcel_means(X, labels, parcels):
+    """(N, n * V) rows of n volumes (time-major) -> (N, n * P) means over each parcel's voxels."""
+    X = np.asarray(X, np.float64)
+    v = len(labels)
+    n = X.shape[1] // v
+    M = (labels[:, None] == parcels[None, :]).astype(np.float64)
+    M /= M.sum(0, keepdims=True)
+    return (X.reshape(len(X), n, v) @ M).reshape(len(X), n * len(parcels)).astype(np.float32)
+
+
+def parcel_targets(sub, atlas_path, log=print, name="fmri"):
+    """Per-parcel means of the selected voxels: the encoder's targets with ``decode.encoder.parcels``.
+
+    Parameters
+    ----------
+    sub : dict
+        :func:`fmrivid.preprocess.pipeline.read_subject` of ``fmri/sub-XX.h5``: ``train_X``, ``test_X`` (rows of
+        V voxels, or of n volumes x V voxels, time-major), ``ijk``, ``shape``, ``affine``, ``space``.
+    atlas_path : path
+        NIfTI label image on the data's grid (:func:`parcel_labels`); label 0 = background.
+    name : str
+        The fMRI file, named in errors.
+
+    Returns
+    -------
+    dict
+        ``train_X`` (N, n * P), ``test_X`` (M, n * P) float32: column ``p`` (of each volume) is the mean of the
+        selected voxels of parcel ``parcels[p]``; ``parcels`` (P,) the labels kept (ascending), ``n_voxels`` (P,)
+        their voxel counts. Voxels labelled 0 and atlas parcels without any selected voxel are dropped (logged).
+
+    Raises
+    ------
+    ConfigError
+        The data is CIFTI (no voxel grid to index).
+    InputError
+        A bad atlas, or no selected voxel in any parcel.
+    """
+    if str(sub.get("space", "volume")) == "cifti":
+        raise ConfigError(f"decode.encoder.parcels: expected volumetric fMRI (a NIfTI label image indexes voxels); "
+                          f"found CIFTI grayordinates in {name} (space 'cifti'): set parcels: null for CIFTI data")
+    labels = parcel_labels(atlas_path, sub["ijk"], sub["shape"], sub["affine"])
+    v = len(labels)
+    for split in ("train", "test"):
+        X = np.asarray(sub[f"{split}_X"])
+        if X.ndim != 2 or v == 0 or X.shape[1] % v:
+            raise InputError(name, f"{split}/X rows of a multiple of the {v} selected voxels", f"shape {X.shape}")
+    import nibabel as nib
+
+    in_atlas = np.unique(np.asanyarray(nib.load(str(atlas_path)).dataobj).round().astype(np.int64))
+    in_atlas = in_atlas[in_atlas != 0]
+    parcels = np.unique(labels[labels != 0])
+    if not len(parcels):
+        raise InputError(atlas_path, f"parcels (labels > 0) covering some of the {v} selected voxels of {name}",
+                         "every selected voxel labelled 0 (background)")
+    counts = np.array([(labels == p).sum() for p in parcels])
+    log(f"encoder: {len(parcels)} parcels of {Path(atlas_path).name} hold the {v - int((labels == 0).sum())} "
+        f"selected voxels ({int((labels == 0).sum())} voxels on background dropped; "
+        f"{len(np.setdiff1d(in_atlas, parcels))} of {len(in_atlas)} atlas parcels without a selected voxel dropped)")
+    return {"train_X": _parcel_means(sub["train_X"], labels, parcels),
+            "test_X": _parcel_means(sub["test_X"], labels, parcels), "parcels": parcels, "n_voxels": counts}
 
 
 # --------------------------------------------------------------------------- #
@@ -233,7 +564,8 @@ def fit_predict(data, cfg=None, out_model=None, ckpt_dir=None, seed=0, device="c
     dict
         ``pred`` (M, V) float32 predicted test responses (in the units of ``train_Y``),
         ``recon`` (M, S, S, 3) uint8 middle frames reconstructed from the predicted voxels,
-        ``history`` (loss rows of :func:`fmrivid.decoders.train.fit`), ``config``.
+        ``history`` (loss rows of :func:`fmrivid.decoders.train.fit`: ``loss``, ``voxel_mse``, ``frame_mse``,
+        ``frame_ssim``, ``frame_vgg`` when the perceptual term is on, ``frame_loss``), ``config``.
     """
     from fmrivid.devices import resolve_device
 
@@ -268,19 +600,23 @@ def fit_predict(data, cfg=None, out_model=None, ckpt_dir=None, seed=0, device="c
         model.voxel_std.copy_(torch.as_tensor(y_std, dtype=torch.float32))
     model = model.to(device)
     wv, wf = float(cfg["voxel_weight"]), float(cfg["frame_weight"])
+    wp, ws = float(cfg["perceptual_weight"]), float(cfg["ssim_weight"])
     mid = int(cfg["chunk_frames"]) // 2
+    # frozen, outside the model: neither trained, nor checkpointed, nor saved
+    perceptual = perceptual_net(cfg["perceptual_model"], device, log) if wf > 0 and wp > 0 else None
 
     def loss_fn(m, batch, gen):
         v, frame = m(batch["x"])
         vox = F.mse_loss(v, batch["y"])
         target = batch["x"][:, mid].permute(0, 3, 1, 2).float().div(255.0)
-        rec = F.mse_loss(frame, target)
-        return {"loss": wv * vox + wf * rec, "voxel_mse": vox, "frame_mse": rec}
+        terms = frame_loss_terms(frame, target, wp if perceptual is not None else 0.0, ws, perceptual)
+        return {"loss": wv * vox + wf * terms["frame_loss"], "voxel_mse": vox, **terms}
 
     n_par = sum(p.numel() for p in model.parameters())
     log(f"encoder: {len(x)} training chunks of {cfg['chunk_frames']} frames at {cfg['frame_size']}px -> "
-        f"{Y.shape[1]} voxels, {n_par:,} parameters, device {device}" + (" (shuffled-stimulus control)"
-                                                                         if control else ""))
+        f"{Y.shape[1]} targets, {n_par:,} parameters, device {device}; loss {wv:g} * voxel_mse + {wf:g} * "
+        f"(frame_mse + {wp if perceptual is not None else 0.0:g} * frame_vgg + {ws:g} * (1 - frame_ssim))"
+        + (" (shuffled-stimulus control)" if control else ""))
     history = train.fit(model, loss_fn, {"x": x, "y": yz}, cfg, ckpt_dir, seed=seed, device=device, log=log)
     if out_model is not None:
         train.save_model(model, out_model, {"format": _FORMAT, "config": json.dumps(cfg, sort_keys=True),

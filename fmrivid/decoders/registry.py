@@ -71,7 +71,9 @@ ALIGN_PARAMS = {
     "checkpoint_every": (100, "steps between checkpoints (resume granularity)"),
 }
 ENCODER_PARAMS = {
-    "chunk_frames": (32, "frames per sample (one TR); a clip's frames are resampled uniformly in time to this"),
+    "chunk_frames": (32, "frames per sample (one TR). frame_source video: this many consecutive frames at the video's "
+                         "own rate from the clip's start; frames: a clip's frames resampled uniformly in time to this "
+                         "(taken as they are when the clip already has this many)"),
     "frame_size": (112, "frames resized (area averaging) to frame_size x frame_size pixels"),
     "channels3d": ([16, 32], "output channels of the 3-D conv blocks (each halves time, height and width)"),
     "channels2d": ([64, 64], "output channels of the 2-D conv blocks after time is collapsed (each halves H, W)"),
@@ -80,7 +82,27 @@ ENCODER_PARAMS = {
     "decoder_channels": (32, "channels of the frame decoder's convolutions"),
     "decoder_upsamples": (4, "x2 upsampling stages of the decoder (frame_size divisible by 2**decoder_upsamples)"),
     "voxel_weight": (0.5, "weight of the voxel MSE in the loss (paper: 0.5)"),
-    "frame_weight": (0.5, "weight of the middle-frame MSE in the loss (paper: 0.5; 0 = encoder only)"),
+    "frame_weight": (0.5, "weight of the middle-frame loss: frame_weight * (MSE + perceptual_weight * L_vgg + "
+                          "ssim_weight * (1 - SSIM)) (paper: 0.5; 0 = encoder only)"),
+    "perceptual_weight": (0.0, "weight of the perceptual term L_vgg inside the frame loss: mean over VGG16 layers "
+                               "relu2_2 and relu3_3 of the MSE between the feature maps of the reconstructed and the "
+                               "true middle frame (ImageNet-normalised); seed 004 L_psim, weight not in the seed; "
+                               "0: off (no VGG loaded)"),
+    "ssim_weight": (0.0, "weight of (1 - SSIM) inside the frame loss; SSIM as the decoded_frame_ssim metric (RGB, 7x7 "
+                         "uniform window, differentiable torch version); seed 004 L_ssim, weight not in the seed; "
+                         "0: off"),
+    "perceptual_model": ("vgg16", "network of the perceptual term: vgg16 (torchvision IMAGENET1K_V1 weights, read "
+                                  "from the local torch hub cache, torch.hub.get_dir() + "
+                                  "checkpoints/vgg16-397923af.pth; never downloaded) or tiny (the torchvision VGG class with a "
+                                  "random 4-8-16-channel features stack: plumbing tests only, not a perceptual loss)",
+                         ["vgg16", "tiny"]),
+    "frame_source": ("frames", "the encoder's input chunks: frames (features/frames.h5, features.n_frames frames "
+                               "spread over each clip, resampled to chunk_frames) or video (features/encoder_chunks.h5:"
+                               " chunk_frames consecutive frames at the video's frame rate from each clip's start, "
+                               "seed 004)", ["frames", "video"]),
+    "parcels": (None, "NIfTI label image on the grid of the subject's fMRI (Schaefer-1000 in seed 004): the encoder's "
+                      "targets become per-parcel means of the selected voxels (label 0: background; parcels without "
+                      "a selected voxel dropped); null: one target per voxel. Volumetric data only"),
     "predict_batch": (64, "samples per forward pass at prediction time"),
     "steps": (300, "optimiser steps"),
     "batch_size": (16, "samples per step"),

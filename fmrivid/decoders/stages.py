@@ -284,10 +284,15 @@ def align_decode(heldout, subjects, flatmap_paths, feature_path, cfg, eval_cfg, 
 
 
 def encoder_model(subject, fmri_path, frames_path, cfg, eval_cfg, seed, out_model, out_pred, out_losses, out_table,
-                ckpt_dir=None, log=print):
+                  ckpt_dir=None, parcels_path=None, log=print):
     """The encoder-decoder model (stimulus -> voxels, middle-frame decoder as regularizer): voxel r on the
     test samples, and the SSIM of the middle frames decoded from the predicted voxels (seed 004 reports it), each
-    against the same model trained on shuffled stimulus-response pairs."""
+    against the same model trained on shuffled stimulus-response pairs.
+
+    ``frames_path`` is ``features/encoder_chunks.h5`` (true chunks: ``decode.encoder.frame_source: video``) or
+    ``features/frames.h5``. With ``decode.encoder.parcels`` (``parcels_path``, the same file as a rule input) the
+    targets, predictions and ``voxel_r`` rows are per parcel (means of the selected voxels,
+    :func:`fmrivid.decoders.encoder.parcel_targets`)."""
     from fmrivid.decoders import encoder
     from fmrivid.metrics.pixel import ssim_rgb_uniform
     from fmrivid.metrics.table import summarise, write_table
@@ -297,18 +302,32 @@ def encoder_model(subject, fmri_path, frames_path, cfg, eval_cfg, seed, out_mode
     device = resolve_device(cfg["device"], log)
     sub = _read_train_test(fmri_path)
     train_ids, test_ids = list(sub["train_ids"]), list(sub["test_ids"])
-    data = {"train_frames": read_features(frames_path, train_ids)[1], "train_Y": sub["train_X"],
+    _, train_frames, attrs = read_features(frames_path, train_ids)
+    if dcfg["frame_source"] == "video" and (attrs.get("kind") != "encoder_chunks"
+                                            or int(attrs.get("n_frames", -1)) != int(dcfg["chunk_frames"])):
+        raise InputError(frames_path, f"encoder chunks of decode.encoder.chunk_frames = {dcfg['chunk_frames']} "
+                                      "consecutive frames (decode.encoder.frame_source: video)",
+                         f"kind {attrs.get('kind')!r} with {attrs.get('n_frames')} frames per clip")
+    data = {"train_frames": train_frames, "train_Y": sub["train_X"],
             "test_frames": read_features(frames_path, test_ids)[1]}
-    log(f"encoder, sub-{subject}: {data['train_frames'].shape} -> {sub['train_X'].shape[1]} voxels")
+    measured = sub["test_X"]
+    atlas = parcels_path or dcfg["parcels"]
+    unit, pred_attrs = "voxel", {"target": "voxels"}
+    if atlas:
+        parcels = encoder.parcel_targets(sub, atlas, log, name=fmri_path)
+        data["train_Y"], measured = parcels["train_X"], parcels["test_X"]
+        unit = f"parcel, {len(parcels['parcels'])} parcels of {Path(atlas).name} (means of the selected voxels)"
+        pred_attrs = {"target": "parcels", "atlas": str(atlas), "parcels": json.dumps(parcels["parcels"].tolist())}
+    log(f"encoder, sub-{subject}: {data['train_frames'].shape} -> {data['train_Y'].shape[1]} targets "
+        f"(per {unit}; frames from {Path(frames_path).name})")
     ck = Path(ckpt_dir) if ckpt_dir else None
     res = encoder.fit_predict(data, dcfg, out_model, ck / "model" if ck else None, seed, device, log)
     ctl = encoder.fit_predict(data, dcfg, str(out_model).replace(".safetensors", "_shuffled.safetensors"),
                               ck / "control" if ck else None, seed, device, log, control=True)
     write_features(out_pred, test_ids, np.asarray(res["pred"], np.float32),
-                   {"decoder": "encoder", "target": "voxels", "config": json.dumps(dcfg, sort_keys=True)})
+                   {"decoder": "encoder", **pred_attrs, "config": json.dumps(dcfg, sort_keys=True)})
     history = [{**r, "run": "model"} for r in res["history"]] + [{**r, "run": "shuffled"} for r in ctl["history"]]
     _finish(ckpt_dir, history, out_losses, log)
-    measured = sub["test_X"]
     size, mid = int(dcfg["frame_size"]), int(dcfg["chunk_frames"]) // 2
     middle = encoder.prepare_chunks(data["test_frames"], dcfg["chunk_frames"], size)[:, mid]  # the decoder's target
     rows = []
@@ -321,8 +340,8 @@ def encoder_model(subject, fmri_path, frames_path, cfg, eval_cfg, seed, out_mode
         log(f"  {method}: decoded middle-frame SSIM {s.mean():.4f}")
         r = encoder.voxel_r(out["pred"], measured)
         rows.append(summarise(subject, method, "voxel_r",
-                              "Pearson r per voxel between predicted and measured test responses (3-D/2-D conv "
-                              "encoder with middle-frame decoder); median over voxels", r, seed,
+                              f"Pearson r per {unit} between predicted and measured test responses (3-D/2-D conv "
+                              f"encoder with middle-frame decoder); median over {unit.split(',')[0]}s", r, seed,
                               n_boot=eval_cfg["n_boot"], stat="median"))
-        log(f"  {method}: median voxel r {np.median(r):.4f}")
+        log(f"  {method}: median {unit.split(',')[0]} r {np.median(r):.4f}")
     write_table(rows, out_table)

@@ -6,6 +6,9 @@ i.e. the clip is resampled to ``n_frames / L`` fps starting at its first frame
 (the convention of the CC2017 papers: 6 frames of a 2-s, 30-fps clip are
 frames 0, 10, ..., 50). Frame ``i`` is the one shown during
 ``[i / fps, (i + 1) / fps)``.
+
+:func:`extract_chunks` takes consecutive frames at the video's own rate instead (the encoder-decoder's
+``features/encoder_chunks.h5``): ``n_frames`` frames from the one on screen at the clip's start.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from fmrivid.errors import InputError
 from fmrivid.io.video import iter_frames, read_video, video_meta
 
-__all__ = ["extract_clip_frames", "extract_frames", "frame_indices"]
+__all__ = ["extract_chunks", "extract_clip_frames", "extract_frames", "frame_indices"]
 
 _EPS = 1e-6
 
@@ -266,6 +269,116 @@ def _stream_sample(path, fps, announced, rows, spans, ids, n_frames, size, out):
     if decoded <= last:
         raise InputError(path, f"{announced} frames (as the container header says)",
                          f"only {decoded} decodable frames: the file looks truncated")
+
+
+def _video_fps(path):
+    """Frame rate from the container (OpenCV), else from ffmpeg's metadata; InputError when neither knows it."""
+    import imageio.v2 as imageio
+
+    fps, _ = video_meta(path)
+    if not fps or fps <= 0:
+        try:
+            reader = imageio.get_reader(str(path), format="FFMPEG")
+            try:
+                fps = float(reader.get_meta_data().get("fps", 0.0) or 0.0)
+            finally:
+                reader.close()
+        except Exception:
+            fps = 0.0
+    if not fps or fps <= 0 or not math.isfinite(fps):
+        raise InputError(path, "a known frame rate to find a clip's first frame", f"fps={fps!r}")
+    return float(fps)
+
+
+def extract_chunks(table, root, n_frames, size, start_col=None, log=print):
+    """``n_frames`` consecutive frames of every clip at its video's native frame rate, from the clip's start.
+
+    Unlike :func:`extract_frames` nothing is resampled in time: the chunk of a clip starting at ``t`` seconds
+    in a video of ``fps`` frames per second holds frames ``i0 .. i0 + n_frames - 1`` with
+    ``i0 = floor(t * fps + 1e-6)``, the frame on screen at ``t`` (the module's timing convention, also the first
+    frame of ``features/frames.h5``; ``round(t * fps)`` for starts on the frame grid). Each video is decoded
+    once, frame by frame, keeping only the frames of some chunk and stopping after the last one.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or str or Path
+        Columns ``clip_id`` and ``file`` (relative to ``root``), optionally ``start_col`` (seconds).
+    root : str or Path
+    n_frames : int
+        Frames per chunk (``decode.encoder.chunk_frames``).
+    size : int
+        Output side in pixels (area interpolation, as :func:`extract_frames`).
+    start_col : str, optional
+        Column of each clip's start in seconds (default: 0).
+    log : callable
+
+    Returns
+    -------
+    clip_ids : list of str
+        In table order.
+    chunks : ndarray of uint8, shape (N, n_frames, size, size, 3)
+    fps : dict of str to float
+        Frame rate of each clip's video.
+
+    Raises
+    ------
+    InputError
+        Bad table or video; a video with fewer than ``n_frames`` frames from a clip's start (the message names
+        the video, its fps, the clip start and how many frames were available).
+    """
+    n_frames = _check_positive_int("n_frames", n_frames)
+    size = _check_positive_int("size", size)
+    table, name = _read_table(table)
+    _check_table(table, name, ["clip_id", "file", start_col])
+    clip_ids = [str(c) for c in table["clip_id"]]
+    out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    by_file = {}
+    for row, file in enumerate(str(f) for f in table["file"]):
+        by_file.setdefault(file, []).append(row)
+    rates = {}
+    for file, rows in by_file.items():
+        path = Path(root) / file
+        ids = [clip_ids[r] for r in rows]
+        fps = _with_clips(_video_fps, ids, path)
+        starts = [_row_seconds(table, start_col, r, name, clip_ids[r]) or 0.0 for r in rows]
+        for cid, start in zip(ids, starts):
+            if start < 0:
+                raise InputError(name, f"a clip start >= 0 s for clip {cid!r}", f"{start:g}")
+        firsts = [int(math.floor(start * fps + _EPS)) for start in starts]
+        _stream_chunks(path, fps, rows, ids, starts, firsts, n_frames, size, out)
+        rates.update({cid: fps for cid in ids})
+    log(f"encoder chunks: {len(clip_ids)} clips x {n_frames} consecutive frames from {len(by_file)} videos "
+        f"({', '.join(f'{f:g}' for f in sorted(set(rates.values())))} fps)")
+    return clip_ids, out, rates
+
+
+def _stream_chunks(path, fps, rows, ids, starts, firsts, n_frames, size, out):
+    """Fill ``out[row, k]`` with frame ``first + k`` of ``path``, decoding it once, one frame at a time."""
+    wanted = {}
+    for row, first in zip(rows, firsts):
+        for k in range(n_frames):
+            wanted.setdefault(first + k, []).append((row, k))
+    last = max(wanted)
+    decoded = 0
+    for i, frame in enumerate(iter_frames(path)):
+        decoded = i + 1
+        if i in wanted:
+            small = _resize(frame[None], size)[0]
+            for row, k in wanted[i]:
+                out[row, k] = small
+        if i >= last:
+            break
+    short = [(cid, start, first) for cid, start, first in zip(ids, starts, firsts) if first + n_frames > decoded]
+    if short:
+        cid, start, first = short[0]
+        available = max(0, decoded - first)
+        more = f" (and {len(short) - 1} more clips)" if len(short) > 1 else ""
+        raise InputError(
+            path, f"{n_frames} consecutive frames (decode.encoder.chunk_frames) from the start of clip {cid!r} at "
+                  f"{start:g} s (frame {first}) of this {fps:g}-fps video",
+            f"{available} frames available from there ({decoded} decodable frames = {decoded / fps:.3f} s in all)"
+            f"{more}: use videos of a higher frame rate, lower decode.encoder.chunk_frames to at most {available}, "
+            "or set decode.encoder.frame_source: frames")
 
 
 def _with_clips(func, clips, *args):

@@ -100,6 +100,36 @@ def frames(splits_path, events_paths, n_frames, size, out_path, videos=(), log=p
     log(f"frames: {frames.shape}")
 
 
+def encoder_chunks(splits_path, chunk_frames, size, out_path, events_paths=(), videos=(), log=print):
+    """The encoder-decoder's true chunks: ``chunk_frames`` consecutive frames of each clip at its video's frame rate.
+
+    Same stimulus table and videos as :func:`frames`: a clip starts at the table's ``start_s`` (0 without the
+    column); its chunk holds the frames from the one on screen at the start onward
+    (:func:`fmrivid.features.frames.extract_chunks`), resized (area averaging) to ``size`` (``decode.encoder``
+    ``chunk_frames`` and ``frame_size``), uint8. A video with fewer frames than ``chunk_frames`` from a clip's
+    start is refused (InputError naming it); a chunk longer than its clip's presentation (events, else the
+    table's ``duration_s``) is logged, as it runs into what followed on screen.
+    """
+    from fmrivid.features.frames import extract_chunks
+
+    splits = read_splits(splits_path)
+    starts = splits["start_s"].astype(float) if "start_s" in splits.columns else 0.0
+    ids, chunks, fps = extract_chunks(splits.assign(start=starts), ".", chunk_frames, size, start_col="start",
+                                      log=log)
+    durations = clip_durations(events_paths, splits_path=splits_path)
+    longer = [c for c in ids if c in durations and chunk_frames / fps[c] > durations[c] + 1e-6]
+    if longer:
+        log(f"encoder chunks: {len(longer)} clips are shorter than their chunk of {chunk_frames} frames "
+            f"({chunk_frames / fps[longer[0]]:.3f} s at {fps[longer[0]]:g} fps vs {durations[longer[0]]:g} s for "
+            f"{longer[0]!r}): their chunks run past the clip")
+    rates = sorted(set(fps.values()))
+    write_features(out_path, ids, chunks, {"kind": "encoder_chunks", "n_frames": int(chunk_frames), "size": size,
+                                           "dtype": "uint8", "storage": "lossless", "fps": rates,
+                                           "timing": "n_frames consecutive frames at the video's frame rate from "
+                                                     "the frame on screen at the clip's start"})
+    log(f"encoder chunks: {chunks.shape}")
+
+
 def captions(splits_path, cfg, device, seed, out_path, frames_path=None, log=print):
     """Caption every clip (metadata or a captioner; see :mod:`fmrivid.stimuli.captions`)."""
     from fmrivid import models

@@ -47,7 +47,7 @@ rule encoder_chunks:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=mem(8000),  # holds every chunk: CC2017, 5,520 clips x 32 x 112^2 x 3 bytes = 6.6 GB
+        mem_mb=mem(2000),  # streamed to the file frame by frame (CC2017: 6.6 GB of chunks on disk, not in memory)
         runtime=30,
     params:
         chunk_frames=ENCODER["chunk_frames"],

@@ -223,7 +223,11 @@ def extract_frames(table, root, n_frames, size, duration_col=None, *, start_col=
     _check_table(table, name, ["clip_id", "file", duration_col, start_col])
     clip_ids = [str(c) for c in table["clip_id"]]
     files = [str(f) for f in table["file"]]
-    out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    if out is None:
+        out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    elif tuple(out.shape) != (len(table), n_frames, size, size, 3):
+        raise ValueError(f"extract_chunks: out has shape {tuple(out.shape)}; expected "
+                         f"{(len(table), n_frames, size, size, 3)}")
     by_file = {}
     for row, file in enumerate(files):
         by_file.setdefault(file, []).append(row)
@@ -290,7 +294,7 @@ def _video_fps(path):
     return float(fps)
 
 
-def extract_chunks(table, root, n_frames, size, start_col=None, log=print):
+def extract_chunks(table, root, n_frames, size, start_col=None, log=print, out=None):
     """``n_frames`` consecutive frames of every clip at its video's native frame rate, from the clip's start.
 
     Unlike :func:`extract_frames` nothing is resampled in time: the chunk of a clip starting at ``t`` seconds
@@ -311,12 +315,16 @@ def extract_chunks(table, root, n_frames, size, start_col=None, log=print):
     start_col : str, optional
         Column of each clip's start in seconds (default: 0).
     log : callable
+    out : array-like, shape (N, n_frames, size, size, 3), optional
+        Where to write the chunks frame by frame (e.g. an HDF5 dataset of
+        :func:`fmrivid.io.h5.feature_writer`, so that nothing is held in memory); default a new array.
 
     Returns
     -------
     clip_ids : list of str
         In table order.
     chunks : ndarray of uint8, shape (N, n_frames, size, size, 3)
+        ``out`` when given.
     fps : dict of str to float
         Frame rate of each clip's video.
 
@@ -331,7 +339,11 @@ def extract_chunks(table, root, n_frames, size, start_col=None, log=print):
     table, name = _read_table(table)
     _check_table(table, name, ["clip_id", "file", start_col])
     clip_ids = [str(c) for c in table["clip_id"]]
-    out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    if out is None:
+        out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
+    elif tuple(out.shape) != (len(table), n_frames, size, size, 3):
+        raise ValueError(f"extract_chunks: out has shape {tuple(out.shape)}; expected "
+                         f"{(len(table), n_frames, size, size, 3)}")
     by_file = {}
     for row, file in enumerate(str(f) for f in table["file"]):
         by_file.setdefault(file, []).append(row)

@@ -9,6 +9,7 @@ Layout of a feature file::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -48,6 +49,29 @@ def write_features(path, clip_ids, features, attrs=None, compression="gzip", ext
                     raise ValueError(f"write_features({path}): extra dataset {key!r} would replace the main one")
                 f.create_dataset(key, data=np.asarray(value), compression=compression)
             for key, value in (attrs or {}).items():
+                f.attrs[key] = _attr_value(value)
+
+
+@contextlib.contextmanager
+def feature_writer(path, clip_ids, shape, dtype, attrs=None, compression="gzip"):
+    """Write a feature file row by row, for features too large to hold in memory; atomic like
+    :func:`write_features` (the file appears at ``path`` only when the block ends without an exception).
+
+    Yields ``(dataset, attrs)``: the (N, ...) ``features`` dataset to fill (chunked one row at a time) and a dict
+    of attributes the caller may complete, written at the end.
+    """
+    clip_ids = [str(c) for c in clip_ids]
+    shape = tuple(int(s) for s in shape)
+    if len(clip_ids) != shape[0]:
+        raise ValueError(f"feature_writer({path}): {len(clip_ids)} clip ids for {shape[0]} rows")
+    extra = dict(attrs or {})
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("clip_id", data=np.array(clip_ids, dtype=object), dtype=_STR)
+            ds = f.create_dataset("features", shape=shape, dtype=dtype, compression=compression,
+                                  chunks=(1,) + shape[1:] if shape[0] else None)
+            yield ds, extra
+            for key, value in extra.items():
                 f.attrs[key] = _attr_value(value)
 
 

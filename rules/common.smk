@@ -252,10 +252,20 @@ def encoder_inputs(wildcards):
     decode.encoder.frame_source is video, else the shared features/frames.h5) and the parcel atlas when
     decode.encoder.parcels names one."""
     chunks = "encoder_chunks" if ENCODER["frame_source"] == "video" else "frames"
-    files = {"fmri_path": res(f"fmri/sub-{wildcards.sub}.h5"), "frames_path": res(f"features/{chunks}.h5")}
+    fmri = res("fmri/group.h5") if wildcards.sub == GROUP else res(f"fmri/sub-{wildcards.sub}.h5")
+    files = {"fmri_path": fmri, "frames_path": res(f"features/{chunks}.h5")}
     if ENCODER["parcels"]:
         files["parcels_path"] = ENCODER["parcels"]
     return files
+
+
+GROUP = "group"  # preprocess.group_average: the group subject (fmri/group.h5), decoded by the encoder only
+
+
+def decoder_subjects(decoder):
+    """Subjects a decoder runs on: every subject, and the group subject for the encoder-decoder."""
+    group = [GROUP] if decoder == "encoder" and config["preprocess"]["group_average"] else []
+    return SUBJECTS + group
 
 
 def decoder_tables():
@@ -263,7 +273,7 @@ def decoder_tables():
     return [
         res(f"metrics/decoders/{d}_sub-{s}_{decoder_registry.get(d).target}.tsv")
         for d in config["decode"]["neural"]
-        for s in SUBJECTS
+        for s in decoder_subjects(d)
     ]
 
 
@@ -272,7 +282,7 @@ def decoder_losses(wildcards=None):
     return {
         f"{d} sub-{s}": res(f"models/{d}/sub-{s}_{decoder_registry.get(d).target}_losses.tsv")
         for d in config["decode"]["neural"]
-        for s in SUBJECTS
+        for s in decoder_subjects(d)
     }
 
 

@@ -58,7 +58,8 @@ rule train_demo_unet:
 
 
 # ----------------------------------------------------------------------------- diffusers generator
-# generate.method text_to_video / structure_motion / two_stage: the pipeline of generate.pipeline, conditioned on
+# generate.method text_to_video / structure_motion / two_stage / image_img2img: the pipeline of generate.pipeline
+# (text-to-video; text-to-image Stable Diffusion for image_img2img, frame by frame), conditioned on
 # ridge-decoded caption token embeddings (negative: the tokens decoded from the mean TRAINING fMRI), and for the
 # img2img methods on decoded latents of the generator's own VAE.
 import fmrivid.generate.stages as _generate_stages
@@ -66,6 +67,7 @@ import fmrivid.generate.stages as _generate_stages
 if DIFFUSERS:
     try:
         _generate_stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
+        _generate_stages.check_finetune(config["generate"])
     except fmrivid.errors.ConfigError as err:
         raise WorkflowError(str(err))
     _pipe = config["generate"]["pipeline"]

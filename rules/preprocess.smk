@@ -115,7 +115,34 @@ rule preprocess:
         "../workflow_scripts/run_stage.py"
 
 
-# Surface projection (nilearn vol_to_surf) of the preprocessed samples, GIfTI per hemisphere, optional flat maps.
+# preprocess.group_average: one group subject, the mean of every subject's samples on the voxels all kept.
+rule group_average:
+    input:
+        fmri_paths=expand(res("fmri/sub-{sub}.h5"), sub=SUBJECTS),
+    output:
+        res("fmri/group.h5"),
+    log:
+        log_path("group_average"),
+    benchmark:
+        bench_path("group_average")
+    group:
+        "fmri"
+    conda:
+        "../envs/neuro.yaml"
+    threads: 1
+    resources:
+        mem_mb=mem(4000),  # every subject's samples at once (CC2017, 3 x 5,520 x 14k voxels float64: 1.9 GB)
+        runtime=30,
+    params:
+        subjects=SUBJECTS,
+        stage=stage("preprocess"),
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
+# The preprocessed samples on the cortical surface, GIfTI per hemisphere, optional flat maps: volume data projected
+# with nilearn vol_to_surf onto preprocess.surface.mesh; CIFTI (fsLR-32k) data written at their own vertices and
+# flattened with the 32k_fs_LR flat surfaces of the preprocess.surface.mesh folder.
 
 
 # Optional preprocessing outputs requested by rule all (final_outputs in common.smk).

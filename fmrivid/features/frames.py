@@ -223,11 +223,7 @@ def extract_frames(table, root, n_frames, size, duration_col=None, *, start_col=
     _check_table(table, name, ["clip_id", "file", duration_col, start_col])
     clip_ids = [str(c) for c in table["clip_id"]]
     files = [str(f) for f in table["file"]]
-    if out is None:
-        out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
-    elif tuple(out.shape) != (len(table), n_frames, size, size, 3):
-        raise ValueError(f"extract_chunks: out has shape {tuple(out.shape)}; expected "
-                         f"{(len(table), n_frames, size, size, 3)}")
+    out = np.zeros((len(table), n_frames, size, size, 3), dtype=np.uint8)
     by_file = {}
     for row, file in enumerate(files):
         by_file.setdefault(file, []).append(row)

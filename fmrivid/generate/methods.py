@@ -5,8 +5,12 @@ Each method names its decoded inputs: keyword of :func:`fmrivid.generate.stages.
 decoded. ``tokens`` are ridge-decoded caption token embeddings (the conditioning of every diffusers method);
 ``first`` is the decoded first-frame latent (the structure decoder's, else ridge ``vae``); ``frames`` the decoded
 frame latents (the motion / fusion decoder's, else ridge ``vae_frames``); ``caption`` the ridge-decoded caption
-embedding the demo generator reads. Adding a method: its entry here, its handling in
-:mod:`fmrivid.generate.pipelines`, its test. This module imports nothing heavy (the DAG reads it when it plans).
+embedding the demo generator reads. ``generator`` is the :data:`fmrivid.models.KINDS` kind that
+``generate.pipeline.model`` is loaded as (``text_to_video``: a TextToVideoSDPipeline such as ModelScope;
+``text_to_image``: a Stable Diffusion StableDiffusionImg2ImgPipeline, sampled frame by frame in
+:mod:`fmrivid.generate.image`); ``scheduler`` what ``generate.pipeline.scheduler: auto`` means for the method.
+Adding a method: its entry here, its handling in :mod:`fmrivid.generate.pipelines` (or
+:mod:`fmrivid.generate.image`), its test. This module imports nothing heavy (the DAG reads it when it plans).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ class Method:
     summary: str
     decoded: dict  # generate_chunk keyword -> "tokens" | "first" | "frames" | "caption"
     diffusers: bool = True  # a diffusers pipeline (generate.pipeline); False: the demo generator trained here
+    generator: str = "text_to_video"  # fmrivid.models kind of generate.pipeline.model
+    scheduler: str = "ddim"  # generate.pipeline.scheduler 'auto' for this method
 
 
 METHODS = {m.name: m for m in [
@@ -29,7 +35,18 @@ METHODS = {m.name: m for m in [
     Method("structure_motion", "from the decoded first-frame + motion latents (Mind-Animator)",
            {"text_tokens": "tokens", "first_frame": "first", "motion": "frames"}),
     Method("two_stage", "from the decoded first-frame latent (Brain-Diffuser)", {"text_tokens": "tokens", "vae": "first"}),
+    Method("image_img2img", "per frame: Stable Diffusion img2img from the decoded low-level latents (Brain-Diffuser)",
+           {"text_tokens": "tokens", "vae": "frames"}, generator="text_to_image", scheduler="ddpm"),
 ]}
+
+#: what generate.pipeline.model must be for each generator kind (schema description)
+_GENERATORS = {
+    "text_to_video": "a text-to-video model (diffusers TextToVideoSDPipeline, e.g. ali-vilab/text-to-video-ms-1.7b)",
+    "text_to_image": "a text-to-image Stable Diffusion model (diffusers StableDiffusionImg2ImgPipeline, e.g. "
+                     "stable-diffusion-v1-5/stable-diffusion-v1-5), with features.vae_model '<model>#vae' and the "
+                     "token features from features.tokens.model '<model>#text_encoder'; generate.pipeline.scheduler "
+                     "auto is ddpm for it (ddim for the others)",
+}
 
 #: decoded inputs of each diffusers method (keywords of generate_chunk)
 DIFFUSERS_DECODED = {n: tuple(m.decoded) for n, m in METHODS.items() if m.diffusers}
@@ -37,9 +54,14 @@ DIFFUSERS_DECODED = {n: tuple(m.decoded) for n, m in METHODS.items() if m.diffus
 
 def schema_description():
     diffusers = [n for n, m in METHODS.items() if m.diffusers]
+    by_kind = {}
+    for n in diffusers:
+        by_kind.setdefault(METHODS[n].generator, []).append(n)
+    needs = "; ".join(f"{' / '.join(names)} need{'s' if len(names) == 1 else ''} {_GENERATORS[kind]}"
+                      for kind, names in by_kind.items())
     return ("Generator. " + "; ".join(f"{n}: {m.summary}" for n, m in METHODS.items() if not m.diffusers)
             + ". " + " / ".join(diffusers) + ": the diffusers pipeline of generate.pipeline conditioned on decoded "
             "caption token embeddings (decode.targets needs text_tokens), "
             + " / ".join(METHODS[n].summary for n in diffusers)
-            + " (features.vae_model must be '<generate.pipeline.model>#vae'). Methods and their decoded inputs: "
-            "fmrivid/generate/methods.py.")
+            + " (features.vae_model must be '<generate.pipeline.model>#vae'). " + needs
+            + ". Methods and their decoded inputs: fmrivid/generate/methods.py.")

@@ -29,6 +29,10 @@ embeddings in place of the pipeline's text embeddings (``prompt_embeds``):
     frames, or (N, T, C, h, w)) are the initial image/video, refined from
     ``strength`` with the diffusion model conditioned on the decoded text
     features; ``scheduler: ddpm`` (stochastic) or ``ddim``.
+``image_img2img`` (Brain-Diffuser with Stable Diffusion, seed 003)
+    Frame by frame with a text-to-image ``StableDiffusionImg2ImgPipeline``
+    (kind ``text_to_image``): :mod:`fmrivid.generate.image`, dispatched from
+    :func:`load_pipeline` and :func:`generate`; inputs and settings as here.
 
 Latents are the VAE's *scaled* latents (``latent_dist.mean * scaling_factor``,
 what ``fmrivid.features.embed.vae_latents`` writes): features must be computed
@@ -46,7 +50,7 @@ call. Everything runs under ``torch.inference_mode()`` and logs one line per bat
 Nothing here reads a stimulus: :func:`generation_inputs` assembles the inputs
 from decoder outputs and the mean-training-fMRI negative only.
 
-One module (~620 lines) on purpose: the sampling loop, its conditioning inputs and the equivalence with the
+One module (~660 lines) on purpose: the sampling loop, its conditioning inputs and the equivalence with the
 pipeline's own ``__call__`` are one piece of logic that a reader checks against diffusers side by side.
 """
 
@@ -66,25 +70,27 @@ __all__ = [
     "METHODS",
     "generate",
     "generation_inputs",
+    "generator_kind",
     "load_pipeline",
     "mean_train_negative",
     "prepare_pipeline",
+    "scheduler_name",
     "settings",
 ]
 
 #: Config section ``generate`` keys of the diffusers generator (the lead copies them into the schema).
 DEFAULTS = {
-    "model": "tiny",            # generator spec: 'tiny', a save_pretrained TextToVideoSDPipeline dir, or a hub id (local cache only), e.g. 'ali-vilab/text-to-video-ms-1.7b'
-    "method": "text_to_video",  # conditioning: 'text_to_video' | 'structure_motion' | 'two_stage'
+    "model": "tiny",            # generator spec: 'tiny', a save_pretrained pipeline dir, or a hub id (local cache only), e.g. 'ali-vilab/text-to-video-ms-1.7b' (image_img2img: a Stable Diffusion model)
+    "method": "text_to_video",  # conditioning: 'text_to_video' | 'structure_motion' | 'two_stage' | 'image_img2img'
     "num_frames": 6,            # frames per clip (text_to_video; img2img methods take T from their init latents)
     "height": 256,              # frame height in pixels (text_to_video; multiple of the VAE factor, 8 for real models)
     "width": 256,               # frame width in pixels (text_to_video)
     "steps": 50,                # sampler steps (img2img methods run the last strength*steps of them)
     "guidance_scale": 9.0,      # classifier-free guidance weight (1.0 = off; ModelScope's default is 9)
     "negative": "mean_train",   # unconditional branch: 'mean_train' (embedding decoded from the mean training fMRI) or 'empty_prompt'
-    "scheduler": "ddim",        # 'ddim' or 'ddpm' (built from the pipeline's scheduler config: same betas)
+    "scheduler": "auto",        # 'ddim', 'ddpm' (built from the pipeline's scheduler config: same betas) or 'auto' (the method's: ddpm for image_img2img, else ddim)
     "eta": 0.0,                 # DDIM eta (0 = deterministic given the initial noise)
-    "strength": 0.75,           # structure_motion / two_stage: fraction of the schedule re-noised (1 = almost pure noise)
+    "strength": 0.75,           # img2img methods: fraction of the schedule re-noised (1 = almost pure noise)
     "motion_mode": "absolute",  # structure_motion: motion latents are frame latents ('absolute') or offsets from the first frame ('residual')
     "batch_size": 8,            # clips per batch (per UNet call on CUDA)
     "dtype": "auto",            # 'auto' (float16 on CUDA, float32 on CPU), 'float16', 'bfloat16' or 'float32'
@@ -94,19 +100,20 @@ DEFAULTS = {
     "exact_cpu": True,          # on CPU, clip by clip so a clip is bit-identical whatever the batch size
 }
 
-METHODS = ("text_to_video", "structure_motion", "two_stage")
+METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img")
 
 #: Decoded features each method needs (keys of ``cond`` besides ``negative``).
 METHOD_INPUTS = {
     "text_to_video": ("text_tokens",),
     "structure_motion": ("text_tokens", "first_frame", "motion"),
     "two_stage": ("text_tokens", "vae"),
+    "image_img2img": ("text_tokens", "vae"),  # fmrivid.generate.image
 }
 
 _CHOICES = {
     "method": METHODS,
     "negative": ("mean_train", "empty_prompt"),
-    "scheduler": ("ddim", "ddpm"),
+    "scheduler": ("auto", "ddim", "ddpm"),
     "motion_mode": ("absolute", "residual"),
     "dtype": ("auto", "float16", "bfloat16", "float32"),
     "attention": ("sdpa", "classic"),
@@ -159,6 +166,22 @@ def settings(cfg=None, **overrides):
     return out
 
 
+def scheduler_name(scfg):
+    """``scfg['scheduler']`` with ``auto`` resolved to the method's (:mod:`fmrivid.generate.methods`)."""
+    if scfg["scheduler"] != "auto":
+        return scfg["scheduler"]
+    from fmrivid.generate.methods import METHODS as DECLARED
+
+    return DECLARED[scfg["method"]].scheduler
+
+
+def generator_kind(method):
+    """The :data:`fmrivid.models.KINDS` kind ``generate.pipeline.model`` is loaded as for ``method``."""
+    from fmrivid.generate.methods import METHODS as DECLARED
+
+    return DECLARED[method].generator
+
+
 # --------------------------------------------------------------------------- pipeline
 
 
@@ -175,7 +198,7 @@ def _pipe(pipe_or_loaded):
     pipe = getattr(pipe_or_loaded, "model", pipe_or_loaded)
     for part in ("unet", "vae", "scheduler"):
         if getattr(pipe, part, None) is None:
-            raise ConfigError(f"generate: expected a diffusers text-to-video pipeline with a {part}; "
+            raise ConfigError(f"generate: expected a diffusers pipeline with a {part}; "
                               f"found {type(pipe).__name__}")
     return pipe
 
@@ -190,7 +213,8 @@ def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
         (local cache only; otherwise :class:`fmrivid.errors.ModelNotAvailableError`
         with the ``hf download`` command).
     cfg : dict, optional
-        ``generate`` section (``dtype``, ``attention`` are used).
+        ``generate`` section (``dtype``, ``attention`` are used; ``method`` chooses the kind:
+        ``text_to_image`` for image_img2img, else ``text_to_video``).
     seed : int
         Seed of a tiny pipeline's random weights.
     device : str
@@ -206,7 +230,7 @@ def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
     from fmrivid import models
 
     scfg = settings(cfg)
-    loaded = models.load(spec, "text_to_video", seed=seed, device=device, tiny_config=tiny_config)
+    loaded = models.load(spec, generator_kind(scfg["method"]), seed=seed, device=device, tiny_config=tiny_config)
     prepare_pipeline(loaded.model, device, scfg)
     return loaded
 
@@ -437,7 +461,7 @@ def _init_latents(method, cond, scfg):
             video = motion.copy()
         video[:, 0] = first  # the structure decoder's first frame fixes the layout
         return np.ascontiguousarray(video.transpose(0, 2, 1, 3, 4))
-    if method == "two_stage":
+    if method in ("two_stage", "image_img2img"):
         lat = cond["vae"]
         if lat.ndim == 4:
             lat = np.repeat(lat[:, None], int(scfg["num_frames"]), axis=1)
@@ -533,14 +557,16 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
     Parameters
     ----------
     pipe : fmrivid.models.LoadedModel or diffusers.TextToVideoSDPipeline
-        From :func:`load_pipeline` (or ``models.load(spec, "text_to_video")``).
+        From :func:`load_pipeline` (or ``models.load(spec, "text_to_video")``; ``"text_to_image"``
+        for ``image_img2img``).
     method : str
-        ``"text_to_video"``, ``"structure_motion"`` or ``"two_stage"``.
+        ``"text_to_video"``, ``"structure_motion"``, ``"two_stage"`` or ``"image_img2img"``
+        (:func:`fmrivid.generate.image.generate_frames`).
     cond : dict of str -> ndarray
         From :func:`generation_inputs`: ``text_tokens`` (N, L, D) always;
         ``negative`` (L, D) when guided with ``negative: mean_train``;
         ``first_frame`` (N, C, h, w) + ``motion`` (N, T, C, h, w)
-        (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage).
+        (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage, image_img2img).
     clip_ids : sequence of N str
         Clip ``i`` uses the seed ``clip_seed(seed, clip_ids[i])``.
     cfg : dict
@@ -565,6 +591,11 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
     import torch
 
     scfg = settings(cfg, method=method)
+    scfg["scheduler"] = scheduler_name(scfg)
+    if generator_kind(method) == "text_to_image":
+        from fmrivid.generate.image import generate_frames
+
+        return generate_frames(pipe, cond, clip_ids, scfg, seed, device=device, log=log)
     pipe = _pipe(pipe)
     clip_ids = [str(c) for c in clip_ids]
     n = len(clip_ids)

@@ -153,6 +153,23 @@ def check_generator_vae(generate_cfg, vae_model):
                           f"features.vae_model must be {want!r}")
 
 
+def check_finetune(generate_cfg):
+    """Raise ConfigError when ``generate.finetune.enabled`` asks to fine-tune a generator fmrivid cannot.
+
+    Fine-tuning (:mod:`fmrivid.generate.finetune`) trains a text-to-video UNet3D on the training clips; the
+    text-to-image generator of ``image_img2img`` (Stable Diffusion) is used as pretrained, as in seed 003.
+    """
+    from fmrivid.generate.pipelines import generator_kind
+
+    method = generate_cfg["method"]
+    if method == "demo" or not generate_cfg.get("finetune", {}).get("enabled", False):
+        return
+    if generator_kind(method) != "text_to_video":
+        raise ConfigError(f"generate.finetune.enabled: expected false with generate.method {method!r} (its "
+                          f"{generator_kind(method)} generator is used pretrained; fine-tuning trains text-to-video "
+                          f"generators only); found true")
+
+
 def _decoded_rows(path, key, log, dataset="features"):
     """Decoded features of one kind: ids, rows and the per-row shape recorded by the decoder (or None)."""
     ids, arr, attrs = read_features(path, dataset=dataset)
@@ -170,8 +187,8 @@ def generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chu
     ----------
     decoded : dict of str -> path
         Prediction files of the test clips, keys of :data:`DIFFUSERS_DECODED` ``[cfg['method']]``
-        (``text_tokens``; ``first_frame`` + ``motion``; ``vae``), all with the same clip ids in the
-        same order.
+        (``text_tokens``; ``first_frame`` + ``motion``; ``vae``: the first-frame latent for two_stage, the
+        frame latents for image_img2img), all with the same clip ids in the same order.
     token_model : path
         The ridge model (safetensors) of ``text_tokens``: applied to the mean TRAINING fMRI for the
         negative condition of guidance (``pipeline.negative: mean_train``).
@@ -179,7 +196,9 @@ def generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chu
         The subject's ``fmri/sub-XX.h5`` (only its training rows are read).
     cfg : dict
         The ``generate`` section: ``method``, ``device``, ``chunk_size``, ``pipeline`` (keys of
-        ``fmrivid.generate.pipelines.DEFAULTS`` except ``method``).
+        ``fmrivid.generate.pipelines.DEFAULTS`` except ``method``). ``pipeline.model`` is loaded as the
+        method's generator kind (:mod:`fmrivid.generate.methods`: ``text_to_image`` for image_img2img, sampled
+        by :mod:`fmrivid.generate.image`; ``text_to_video`` otherwise).
     seed : int
     out_path : path
         uint8 (N, T, H, W, 3), lossless, attrs like the demo generator's.

@@ -4,6 +4,11 @@ A dtseries holds (time x grayordinates); the grayordinates are described by a
 ``BrainModelAxis`` (surface vertices of each hemisphere, then subcortical
 voxels). The HCP "91k" space has 91,282 grayordinates, the first 59,412 of
 which are cortical vertices on the fsLR-32k surfaces (CC2017's cortex).
+
+Surface label files (an ROI atlas such as HCP-MMP1.0 on 32k_fs_LR) are read here
+too: a CIFTI-2 dense label (``.dlabel.nii``: LabelAxis x BrainModelAxis) or one
+GIfTI label file per hemisphere (``.label.gii``). Both are matched to data by
+(cortical structure, vertex index), never by column position.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from fmrivid.errors import InputError
 
 TR_TOLERANCE = 1e-3
 CORTEX = ("CIFTI_STRUCTURE_CORTEX_LEFT", "CIFTI_STRUCTURE_CORTEX_RIGHT")
+#: Hemisphere name (fmrivid.preprocess.surface.HEMIS) of each cortical CIFTI structure.
+HEMI_OF = {"CIFTI_STRUCTURE_CORTEX_LEFT": "left", "CIFTI_STRUCTURE_CORTEX_RIGHT": "right"}
+STRUCTURE_OF = {v: k for k, v in HEMI_OF.items()}
 #: HCP fsLR-32k: cortical vertices kept per hemisphere (medial wall removed) and subcortical voxels.
 HCP_91K = {"left": 29696, "right": 29716, "vertices": 32492, "subcortical": 31870}
 
@@ -142,3 +150,154 @@ def write_dtseries(path, data, tr, models):
 
     with atomic_path(path) as tmp:
         img.to_filename(str(tmp))
+
+
+def vertex_bookkeeping(models, columns):
+    """Hemisphere and surface vertex of the grayordinates ``columns`` of a BrainModelAxis.
+
+    Returns
+    -------
+    hemi : ndarray of str (n,)  'left' / 'right' for cortical vertices, '' for volume voxels
+    vertex : ndarray of int64 (n,)  vertex index on the full hemisphere surface (-1 for voxels)
+    nvertices : dict  {'left': n, 'right': n} vertices of each full hemisphere surface present in ``models``
+    """
+    columns = np.asarray(columns, np.int64)
+    names = np.asarray(models.name)[columns]
+    hemi = np.array([HEMI_OF.get(str(n), "") for n in names], dtype=object)
+    vertex = np.where(hemi != "", np.asarray(models.vertex)[columns], -1).astype(np.int64)
+    nvertices = {HEMI_OF[k]: int(v) for k, v in models.nvertices.items() if k in HEMI_OF}
+    return hemi, vertex, nvertices
+
+
+def _label_keys(table, wanted, path):
+    """Label keys of ``wanted`` (names or integer keys) in ``table`` {key: name}; all non-zero keys if empty."""
+    if not len(wanted):
+        return sorted(k for k in table if k != 0)
+    by_name = {name: key for key, name in table.items()}
+    keys = []
+    for w in wanted:
+        if isinstance(w, str) and not w.lstrip("-").isdigit():
+            if w not in by_name:
+                close = sorted(n for n in by_name if w.lower().strip("lr_").replace("_roi", "") in n.lower())[:5]
+                shown = close or sorted(by_name)[:8]
+                raise InputError(path, f"label {w!r} (preprocess.selection.roi_labels) in the file's label table",
+                                 f"no such label; {'similar' if close else 'some available'} names: {shown} "
+                                 f"({len(by_name)} labels)")
+            keys.append(int(by_name[w]))
+        else:
+            if int(w) not in table:
+                raise InputError(path, f"label key {int(w)} (preprocess.selection.roi_labels) in the file's label "
+                                       "table", f"keys {sorted(table)[:8]}{' ...' if len(table) > 8 else ''}")
+            keys.append(int(w))
+    return keys
+
+
+def read_dlabel(path):
+    """A CIFTI-2 dense label file: (keys (n_grayordinates,) int64, BrainModelAxis, label table {key: name}).
+
+    The first map of the LabelAxis is used (HCP-MMP1.0 files have one).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "a CIFTI-2 dense label file (.dlabel.nii, preprocess.selection.roi_mask)",
+                         "no such file")
+    try:
+        img = nib.load(str(path))
+        labels, models = img.header.get_axis(0), img.header.get_axis(1)
+        if not isinstance(labels, nib.cifti2.LabelAxis) or not isinstance(models, nib.cifti2.BrainModelAxis):
+            raise ValueError(f"axes {type(labels).__name__} x {type(models).__name__}")
+        keys = np.asarray(img.dataobj[0], np.float64)
+    except Exception as exc:
+        raise InputError(path, "a CIFTI-2 dense label file (LabelAxis x BrainModelAxis)",
+                         f"{type(exc).__name__}: {exc}") from None
+    table = {int(k): str(v[0]) for k, v in labels.label[0].items()}
+    return np.rint(keys).astype(np.int64), models, table
+
+
+def read_gifti_label(path):
+    """A GIfTI label file of one hemisphere: (keys (n_vertices,) int64, label table {key: name})."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "a GIfTI label file (.label.gii, preprocess.selection.roi_mask with {hemi})",
+                         "no such file")
+    try:
+        gii = nib.load(str(path))
+        keys = np.asarray(gii.darrays[0].data).reshape(-1)
+        table = {int(lab.key): str(lab.label) for lab in gii.labeltable.labels}
+    except Exception as exc:
+        raise InputError(path, "a GIfTI label file (one label data array and a label table)",
+                         f"{type(exc).__name__}: {exc}") from None
+    return np.rint(keys).astype(np.int64), table
+
+
+def is_surface_labels(spec):
+    """True when ``preprocess.selection.roi_mask`` names a surface label file (dlabel or {hemi} GIfTI pair)."""
+    spec = str(spec)
+    return spec.endswith((".dlabel.nii", ".label.gii")) or "{hemi}" in spec
+
+
+def surface_label_roi(spec, wanted, models, data_source=""):
+    """Boolean (n_grayordinates,) over the data's BrainModelAxis: cortical vertices with a selected label.
+
+    Parameters
+    ----------
+    spec : str
+        ``<file>.dlabel.nii`` (CIFTI-2 dense label), or a path containing ``{hemi}``, replaced by ``L`` and
+        ``R``, of two GIfTI label files (e.g. ``atlas.{hemi}.32k_fs_LR.label.gii``).
+    wanted : sequence of str or int
+        Label names as in the file's label table (``L_V1_ROI``) or integer keys; empty = every non-zero key.
+    models : nibabel BrainModelAxis
+        The data's grayordinates.
+    data_source : str
+        The data file, for messages.
+
+    Matching is by (cortical structure, vertex index); the label file's volume brain models, if any, and the
+    data's subcortical voxels are ignored. Raises InputError for an unknown label, a vertex count differing
+    from the data's (both named), or no selected label among the data's grayordinates.
+    """
+    spec = str(spec)
+    data_nv = {k: int(v) for k, v in models.nvertices.items() if k in HEMI_OF}
+    lookup = {}  # structure -> (nvertices,) label key, -1 where the label file has no vertex
+    if "{hemi}" in spec:
+        tables = {}
+        for letter, struct in (("L", CORTEX[0]), ("R", CORTEX[1])):
+            path = Path(spec.replace("{hemi}", letter))
+            keys, table = read_gifti_label(path)
+            tables.update(table)
+            if struct in data_nv and len(keys) != data_nv[struct]:
+                raise InputError(path, f"{data_nv[struct]} vertices per hemisphere like the data's "
+                                       f"{HEMI_OF[struct]} surface ({data_source})",
+                                 f"{len(keys)} vertices")
+            lookup[struct] = keys
+        source = spec
+        sel = _label_keys(tables, list(wanted), spec)
+    else:
+        path = Path(spec)
+        keys, lab_models, table = read_dlabel(path)
+        source = path
+        sel = _label_keys(table, list(wanted), path)
+        for struct, nv in lab_models.nvertices.items():
+            if struct not in HEMI_OF:
+                continue
+            if struct in data_nv and int(nv) != data_nv[struct]:
+                raise InputError(path, f"{data_nv[struct]} vertices on {struct} like the data ({data_source})",
+                                 f"{int(nv)} vertices on {struct} in the label file")
+            rows = np.flatnonzero(np.asarray(lab_models.name) == struct)
+            full = np.full(int(nv), -1, np.int64)
+            full[np.asarray(lab_models.vertex)[rows]] = keys[rows]
+            lookup[struct] = full
+    if not set(lookup) & set(data_nv):
+        raise InputError(source, f"labels on the data's cortical surfaces {sorted(data_nv)}",
+                         f"surface structures {sorted(lookup)}")
+    roi = np.zeros(len(models), bool)
+    names = np.asarray(models.name)
+    vertex = np.asarray(models.vertex)
+    for struct, full in lookup.items():
+        rows = np.flatnonzero(names == struct)
+        if len(rows):
+            roi[rows] = np.isin(full[vertex[rows]], sel)
+    if not roi.any():
+        raise InputError(source, f"grayordinates of the data ({data_source or 'CIFTI runs'}) with labels "
+                                 f"{list(wanted) or 'non-zero'}",
+                         f"none among its {len(models)} grayordinates")
+    return roi

@@ -29,7 +29,7 @@ from fmrivid.io import bids, cifti, nifti
 from fmrivid.io.atomic import atomic_path
 from fmrivid.preprocess.clean import detrend_standardize
 from fmrivid.preprocess.samples import average_repeats, event_samples, trim_amounts
-from fmrivid.preprocess.select import roi_from_atlas, select_voxels
+from fmrivid.preprocess.select import roi_from_atlas, roi_from_surface_labels, select_voxels
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -113,6 +113,9 @@ class SubjectData:
     space: str = "volume"
     columns: Optional[np.ndarray] = None  # grayordinate index of each selected column (CIFTI)
     qc: dict = field(default_factory=dict)  # maps and tables for the QC outputs (not written to HDF5)
+    hemi: Optional[np.ndarray] = None  # CIFTI: 'left' / 'right' per column ('' for a subcortical voxel)
+    vertex: Optional[np.ndarray] = None  # CIFTI: vertex index on the full hemisphere surface (-1 for a voxel)
+    nvertices: Optional[dict] = None  # CIFTI: {'left': 32492, 'right': 32492} full surface sizes (BrainModelAxis)
 
 
 def _split_events(source, events, splits):
@@ -242,6 +245,36 @@ def _groups_for(ids, run_group, group_of):
     return out
 
 
+def _roi_candidates(sel, ref, mask):
+    """ROI restriction (``preprocess.selection.roi_mask``) over the in-mask columns, or None without one.
+
+    Volume (NIfTI) runs take a volumetric atlas, resampled to the data grid (:func:`roi_from_atlas`); CIFTI runs
+    take a surface label file (``.dlabel.nii`` or a ``{hemi}`` pair of ``.label.gii``) matched to the run's
+    brain models by (structure, vertex) (:func:`roi_from_surface_labels`). Any other pairing stops.
+    """
+    spec = sel["roi_mask"]
+    if not spec:
+        return None
+    surface_labels = cifti.is_surface_labels(spec)
+    if ref.run.kind == "cifti":
+        if not surface_labels:
+            raise InputError(spec, "a surface label file for CIFTI data (preprocess.selection.roi_mask: a "
+                                   ".dlabel.nii, or a path with {hemi} of two .label.gii files)",
+                             "a volumetric atlas (CIFTI runs hold surface vertices; preprocess.cifti_cortex_only "
+                             "keeps the cortex)")
+        roi = roi_from_surface_labels(spec, sel["roi_labels"], cifti.brain_models(ref.img), str(ref.run.bold))
+        if not roi[mask].any():
+            raise InputError(spec, f"labels {list(sel['roi_labels']) or 'non-zero'} on the kept grayordinates "
+                                   "(preprocess.cifti_cortex_only keeps cortical vertices only)",
+                             f"{int(roi.sum())} labelled grayordinates, none kept")
+        return roi[mask]
+    if surface_labels:
+        raise InputError(spec, "CIFTI data (e.g. dataset.cc2017.space: cifti) for a surface label file "
+                               "(preprocess.selection.roi_mask)",
+                         f"volumetric NIfTI runs ({Path(ref.run.bold).name}): give a NIfTI atlas instead")
+    return roi_from_atlas(spec, sel["roi_labels"], ref.img)[mask]
+
+
 def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_features=None):
     """Run the preprocessing stage for one subject.
 
@@ -285,16 +318,9 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
     if is_cifti:
         img0 = checked[0].img
         mask = cifti.cortex_columns(img0) if cfg["cifti_cortex_only"] else np.ones(img0.shape[1], bool)
-        roi = None
-        if cfg["selection"]["roi_mask"]:
-            raise InputError(cfg["selection"]["roi_mask"], "an ROI for volume data (preprocess.selection.roi_mask)",
-                             "CIFTI runs: use preprocess.cifti_cortex_only instead")
     else:
         mask = mean_img > cfg["mask_threshold"] * np.percentile(mean_img, 98)
-        roi = None
-        if cfg["selection"]["roi_mask"]:
-            roi_img = roi_from_atlas(cfg["selection"]["roi_mask"], cfg["selection"]["roi_labels"], checked[0].img)
-            roi = roi_img[mask]
+    roi = _roi_candidates(cfg["selection"], checked[0], mask)
     log(f"sub-{subject}: data checked; {'grayordinates' if is_cifti else 'brain mask'} {int(mask.sum())}")
 
     # Lag-scan subset: a fixed random subset of candidate voxels (no selection: it depends on the lag).
@@ -384,8 +410,9 @@ def preprocess_subject(runs, splits, tr, cfg, log=print, lag_scan=True, lag_feat
         ijk = np.where(models.voxel[cols] >= 0, models.voxel[cols], -1).astype(np.int32)
         affine = models.affine if models.affine is not None else np.eye(4)
         shape = tuple(int(s) for s in models.volume_shape) if models.volume_shape is not None else (0, 0, 0)
+        hemi, vertex, nvertices = cifti.vertex_bookkeeping(models, cols)
         return SubjectData(subject, train_X, train_ids, test_X, test_ids, ijk, affine, shape, score[keep], info,
-                           space="cifti", columns=cols, qc=qc)
+                           space="cifti", columns=cols, qc=qc, hemi=hemi, vertex=vertex, nvertices=nvertices)
     ijk = np.argwhere(mask)[keep]
     affine = checked[0].img.affine
     return SubjectData(subject, train_X, train_ids, test_X, test_ids, ijk, affine,
@@ -396,8 +423,10 @@ def write_subject(path, sd):
     """Write a :class:`SubjectData` to HDF5 atomically.
 
     Layout: ``train/X``, ``train/clip_id``, ``test/X``, ``test/clip_id``,
-    ``voxels/ijk``, ``voxels/xyz`` (mm), ``voxels/score`` (and ``voxels/grayordinate``
-    for CIFTI data); attrs affine, shape, space, window_trs, info (JSON). With
+    ``voxels/ijk``, ``voxels/xyz`` (mm), ``voxels/score`` (and, for CIFTI data, ``voxels/grayordinate``,
+    ``voxels/hemi`` ('left'/'right'/'' per column), ``voxels/vertex`` (full-surface vertex index, -1 for a
+    voxel) and attr ``nvertices`` (JSON, vertices per full hemisphere surface, from the BrainModelAxis));
+    attrs affine, shape, space, window_trs, info (JSON). With
     ``window_trs`` n >= 1 a row of X holds n volumes of the selected voxels, time-major.
     """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -411,6 +440,10 @@ def write_subject(path, sd):
         if sd.space == "cifti":
             xyz[(sd.ijk < 0).any(1)] = np.nan
             v.create_dataset("grayordinate", data=np.asarray(sd.columns, np.int64))
+            if sd.hemi is not None:
+                v.create_dataset("hemi", data=np.asarray(sd.hemi, dtype=object), dtype=_STR)
+                v.create_dataset("vertex", data=np.asarray(sd.vertex, np.int64))
+                f.attrs["nvertices"] = json.dumps(dict(sd.nvertices or {}), sort_keys=True)
         v.create_dataset("xyz", data=xyz.astype(np.float32))
         v.create_dataset("score", data=sd.score.astype(np.float32))
         f.attrs["subject"] = sd.subject
@@ -432,6 +465,11 @@ def read_subject(path):
         out["score"] = f["voxels"]["score"][()]
         if "grayordinate" in f["voxels"]:
             out["grayordinate"] = f["voxels"]["grayordinate"][()]
+        if "hemi" in f["voxels"]:  # CIFTI files written before this bookkeeping lack it
+            out["hemi"] = np.array([h.decode() if isinstance(h, bytes) else h for h in f["voxels"]["hemi"][()]],
+                                   dtype=object)
+            out["vertex"] = f["voxels"]["vertex"][()]
+            out["nvertices"] = json.loads(f.attrs["nvertices"]) if "nvertices" in f.attrs else {}
         out["affine"] = f.attrs["affine"]
         out["shape"] = tuple(f.attrs["shape"])
         out["space"] = f.attrs.get("space", "volume")

@@ -13,7 +13,10 @@ Three published families are offered:
   variance; the top ``top_percent`` (the encoder-decoder paper keeps 30%).
 - ``none``: every candidate voxel.
 
-An ROI mask (atlas image by path, optional labels) restricts the candidates first.
+An ROI mask restricts the candidates first: a volumetric atlas image by path
+(:func:`roi_from_atlas`, NIfTI data) or a surface label file matched by vertex
+(:func:`roi_from_surface_labels`, CIFTI data: a ``.dlabel.nii`` such as HCP-MMP1.0
+on 32k_fs_LR, or a ``{hemi}`` pair of ``.label.gii``), with optional labels.
 """
 
 from __future__ import annotations
@@ -228,6 +231,12 @@ def roi_from_atlas(atlas_path, labels, target_img):
             raise ValueError(f"{len(atlas.shape)}-D image")
     except Exception as exc:
         raise InputError(path, "a 3-D NIfTI atlas image", f"{exc}") from None
+    bad = [v for v in labels if isinstance(v, str) and not v.lstrip("-").isdigit()]
+    if bad:
+        raise InputError(path, "integer atlas values in preprocess.selection.roi_labels for a NIfTI atlas "
+                               "(label names need a surface label file: .dlabel.nii or {hemi} .label.gii)",
+                         f"names {bad[:5]}")
+    labels = [int(v) for v in labels]
     res = image.resample_to_img(atlas, target_img, interpolation="nearest", force_resample=True,
                                 copy_header=True)
     values = np.asarray(res.dataobj)
@@ -236,3 +245,16 @@ def roi_from_atlas(atlas_path, labels, target_img):
         raise InputError(path, f"atlas voxels with labels {list(labels) or 'non-zero'} on the data grid",
                          "none after resampling")
     return roi
+
+
+def roi_from_surface_labels(spec, labels, models, data_source=""):
+    """Boolean ROI over CIFTI grayordinates from a surface label file (HCP-MMP1.0 on 32k_fs_LR, ...).
+
+    ``spec`` is a ``.dlabel.nii`` or a path with ``{hemi}`` (replaced by L and R) of two ``.label.gii``;
+    ``labels`` are label names from the file's table (``L_V1_ROI``) or integer keys (empty = every non-zero
+    key); ``models`` is the data's BrainModelAxis. Matching is by (structure, vertex index): see
+    :func:`fmrivid.io.cifti.surface_label_roi`.
+    """
+    from fmrivid.io.cifti import surface_label_roi
+
+    return surface_label_roi(spec, labels, models, data_source)

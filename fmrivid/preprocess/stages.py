@@ -104,14 +104,30 @@ def preprocess(bold, sidecar, events, runs, subject, tr, splits_path, cfg, out_h
     log(f"sub-{subject}: train {sd.train_X.shape}, test {sd.test_X.shape}")
 
 
-def surface(fmri_path, cfg, out_left, out_right, out_flat=None, out_figure=None, log=print):
-    """Project a subject's preprocessed samples onto a surface mesh (GIfTI per hemisphere, optional flat maps)."""
-    from fmrivid.preprocess.pipeline import read_subject
-    from fmrivid.preprocess.surface import write_surface_outputs
+def group_average(fmri_paths, subjects, out_path, log=print):
+    """The group subject (seed 004's "group brain"): :func:`fmrivid.preprocess.group.group_average`."""
+    from fmrivid.preprocess.group import group_average as average
 
-    result = write_surface_outputs(read_subject(fmri_path), cfg,
-                                   {"left": out_left, "right": out_right, "flat": out_flat}, log=log)
+    average(dict(zip([str(s) for s in subjects], fmri_paths)), out_path, log=log)
+
+
+def surface(fmri_path, cfg, out_left, out_right, out_flat=None, out_figure=None, log=print):
+    """A subject's preprocessed samples on the cortical surface: GIfTI per hemisphere, optional flat maps.
+
+    Volume data are projected onto ``cfg['mesh']`` (vol_to_surf); CIFTI data (fsLR-32k grayordinates) are
+    written at their own vertices and flattened with the 32k_fs_LR flat surfaces of the ``cfg['mesh']`` folder
+    (:mod:`fmrivid.preprocess.surface`).
+    """
+    from fmrivid.preprocess.pipeline import read_subject
+    from fmrivid.preprocess.surface import texture_figure, write_surface_outputs
+
+    sub = read_subject(fmri_path)
+    sub["source"] = str(fmri_path)
+    result = write_surface_outputs(sub, cfg, {"left": out_left, "right": out_right, "flat": out_flat}, log=log)
     if out_figure:
         from fmrivid.preprocess.qc import surface_qc
 
-        surface_qc(result, out_figure)
+        if "inflated" in result["mesh"] or "pial" in result["mesh"]:
+            surface_qc(result, out_figure)
+        else:
+            texture_figure(result, out_figure)

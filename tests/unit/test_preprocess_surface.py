@@ -80,5 +80,7 @@ def test_mesh_folder_and_errors(tmp_path, mesh):
     assert own["flat"] is None and own["pial"]["left"].n_vertices == 10242
     with pytest.raises(InputError, match=r"left_pial\.gii: expected the left pial surface"):
         surface.load_mesh(str(tmp_path / "nowhere"))
-    with pytest.raises(InputError, match="expected volume \\(NIfTI\\) data for vol_to_surf"):
-        surface.write_surface_outputs({"space": "cifti"}, {}, {"left": tmp_path / "l.gii"})
+    with pytest.raises(InputError, match="expected volume \\(NIfTI\\) or cifti data; found space 'mni305'"):
+        surface.write_surface_outputs({"space": "mni305"}, {}, {"left": tmp_path / "l.gii"})
+    with pytest.raises(InputError, match=r"expected voxels/hemi, voxels/vertex"):  # CIFTI: no projection, but
+        surface.write_surface_outputs({"space": "cifti"}, {}, {"left": tmp_path / "l.gii"})  # needs the vertices

@@ -102,3 +102,46 @@ def test_a_variant_reading_a_decoder_not_run_stops_the_plan_naming_the_key(tmp_p
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tmp_path, "-n", "results/recon/mine/sub-01.h5", "--configfile", str(tmp_path / "ok.yaml"))
     assert "results/predictions/semantic/sub-01_text.h5" in proc.stdout
+
+
+def test_encoder_decoder_reads_consecutive_frames_at_the_stimulus_rate(tiny_run, tmp_path):
+    """Seed 004: chunks of consecutive frames of the video at its own rate (the demo's 4-fps clips hold 8), the
+    decoder loss with its VGG (tiny, random: no weights here) and SSIM terms."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    layer = yaml.safe_load(fast_layer(tmp_path).read_text())
+    layer["decode"]["encoder"] = {**TINY["encoder"], "chunk_frames": 8, "frame_size": 32, "perceptual_model": "tiny"}
+    (tmp_path / "fast.yaml").write_text(yaml.safe_dump(layer))
+    smk(work, "results/metrics/decoders/encoder_sub-01_voxels.tsv", "--cores", "2", "--configfile",
+        str(REPO / "config/test.yaml"), str(REPO / "config/recipes/encoder_decoder.yaml"), str(tmp_path / "fast.yaml"))
+    res = work / "results"
+    ids, chunks, attrs = read_features(res / "features/encoder_chunks.h5")
+    assert chunks.shape[1:] == (8, 32, 32, 3) and attrs["kind"] == "encoder_chunks"
+    flat = chunks.reshape(len(chunks), 8, -1).astype(int)
+    distinct = [len({f.tobytes() for f in clip}) for clip in chunks]
+    assert min(distinct) == 8, distinct  # 8 different frames per chunk: nothing repeated or resampled
+    # frames.h5 samples 4 of the same 8 frames (0, 2, 4, 6): the chunk holds them in place, in between the others
+    _, sampled, _ = read_features(res / "features/frames.h5", ids)
+    np.testing.assert_array_equal(chunks[:, [0, 2, 4, 6]], sampled)
+    assert np.abs(np.diff(flat, axis=1)).mean() > 0  # it moves
+    losses = (res / "models/encoder/sub-01_voxels_losses.tsv").read_text().splitlines()[0]
+    assert "frame_vgg" in losses and "frame_ssim" in losses  # the seed's perceptual and SSIM terms are trained
+    table = (res / "metrics/decoders/encoder_sub-01_voxels.tsv").read_text()
+    assert "decoded_frame_ssim" in table and "encoder_shuffled_stimulus" in table
+    assert "tiny" in (res / "logs/encoder_model_sub-01.log").read_text().lower()
+
+
+def test_brain_diffuser_refines_every_frame_with_stable_diffusion_img2img(tiny_run, tmp_path):
+    """Seed 003: each frame's decoded low-level latent is the init image of Stable Diffusion img2img (DDPM,
+    strength 0.75), conditioned on the decoded caption tokens; its metrics include Brain-Diffuser's protocol."""
+    res = run_recipe(tiny_run, tmp_path, "brain_diffuser_video", "results/recon/image_img2img/sub-01.h5",
+                     targets=["text", "vae_frames", "text_tokens"])
+    ids, video, attrs = read_features(res / "recon/image_img2img/sub-01.h5")
+    inputs = json.loads(attrs["inputs"])
+    assert inputs["vae"].endswith("predictions/ridge/sub-01_vae_frames.h5[features]")
+    assert inputs["text_tokens"].endswith("predictions/ridge/sub-01_text_tokens.h5[features]")
+    _, frames, _ = read_features(res / "features/frames.h5", ids)
+    assert video.shape == frames.shape and video.dtype == np.uint8
+    assert np.abs(np.diff(video.astype(int), axis=1)).mean() > 0  # frames differ: each from its own latent
+    log = (res / "logs/generate_image_img2img_sub-01_chunk-000.log").read_text()
+    assert "generate[image_img2img]" in log and "ddpm" in log and "strength 0.75" in log

@@ -69,8 +69,8 @@ def rehearse(layout, out, cores=2, log=print, recipe=None):
         dataset = write_fixture(layout, folder)
     fixture_s = time.perf_counter() - start
     dataset_yaml = folder / "dataset.yaml"
-    dataset_yaml.write_text(yaml.safe_dump({"results_dir": str(folder / "results"), "dataset": dataset},
-                                           sort_keys=False))
+    dataset_yaml.write_text(yaml.safe_dump({"results_dir": str(folder / "results"), "dataset": dataset,
+                                            **user_files(recipe, folder)}, sort_keys=False))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     start = time.perf_counter()
     layers = [dataset_yaml, REPO / "config" / "recipes" / f"{recipe}.yaml"] if recipe else [dataset_yaml]
@@ -90,6 +90,22 @@ def rehearse(layout, out, cores=2, log=print, recipe=None):
     return summary
 
 
+def user_files(recipe, folder):
+    """What a user adds to their dataset file for a recipe, beyond the ``dataset`` section: for GLFA on CC2017's
+    CIFTI data, the 32k_fs_LR flat surfaces and an HCP-MMP atlas with visual labels (synthetic stand-ins of HCP's
+    files, :mod:`fmrivid.simulate.surface_fixtures`)."""
+    if recipe != "glfa":
+        return {}
+    from fmrivid.simulate.surface_fixtures import write_fslr_surfaces, write_hcp_mmp_like_dlabel
+
+    surfaces = Path(folder) / "surfaces"
+    write_fslr_surfaces(surfaces, names="hcp")
+    atlas = write_hcp_mmp_like_dlabel(surfaces / "HCP-MMP1_like.32k_fs_LR.dlabel.nii")
+    labels = [f"{h}_{a}_ROI" for a in ("V1", "V2", "V3", "V4", "MT", "FFC") for h in "LR"]
+    return {"preprocess": {"surface": {"mesh": str(surfaces)},
+                           "selection": {"roi_mask": str(atlas), "roi_labels": labels}}}
+
+
 def check_results(layout, results):
     """What came through: samples per subject and split (per segment for CC2017), ISC on the common voxels."""
     import pandas as pd
@@ -107,6 +123,20 @@ def check_results(layout, results):
     isc = table[table["metric"].astype(str).str.startswith("isc")]
     out["isc"] = [round(float(v), 3) for v in isc["value"].tolist()[:4]]
     out["methods"] = sorted(set(table["method"].astype(str)))
+    out["protocol_metrics"] = sorted({m for m in table["metric"].astype(str) if m.endswith(" protocol)")})
+    chunks = results / "features" / "encoder_chunks.h5"
+    if chunks.exists():  # the encoder-decoder's chunks: how many distinct frames each holds (seed 004: 32)
+        from fmrivid.io.h5 import read_features
+
+        _, frames, _ = read_features(chunks)
+        distinct = [len({f.tobytes() for f in clip}) for clip in frames]
+        out["encoder_chunk_frames_distinct_min_max"] = [int(min(distinct)), int(max(distinct)), int(frames.shape[1])]
+    flat = sorted((results / "surface").glob("sub-*_flatmaps.h5"))
+    if flat:
+        from fmrivid.io.h5 import read_features
+
+        _, maps, attrs = read_features(flat[0])
+        out["flatmaps"] = [list(maps.shape), str(attrs.get("mesh", ""))[-40:]]
     out["report_zip_mb"] = round((results / "report.zip").stat().st_size / 1e6, 1)
     return out
 

@@ -126,7 +126,7 @@ rule group_average:
     benchmark:
         bench_path("group_average")
     group:
-        "fmri"
+        "tables"
     conda:
         "../envs/neuro.yaml"
     threads: 1

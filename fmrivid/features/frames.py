@@ -244,6 +244,22 @@ def extract_frames(table, root, n_frames, size, duration_col=None, *, start_col=
     return clip_ids, out
 
 
+def _fill_wanted(path, wanted, size, out):
+    """Decode ``path`` frame by frame up to the last wanted frame; put frame ``i`` (resized) at every
+    ``out[row, slot]`` of ``wanted[i]``. Returns how many frames were decoded (fewer: the file ended early)."""
+    last = max(wanted)
+    decoded = 0
+    for i, frame in enumerate(iter_frames(path)):
+        decoded = i + 1
+        if i in wanted:
+            small = _resize(frame[None], size)[0]
+            for row, slot in wanted[i]:
+                out[row, slot] = small
+        if i >= last:
+            break
+    return decoded
+
+
 def _stream_sample(path, fps, announced, rows, spans, ids, n_frames, size, out):
     """Fill ``out[rows]`` decoding ``path`` once, frame by frame, keeping only the sampled frames.
 
@@ -257,15 +273,7 @@ def _stream_sample(path, fps, announced, rows, spans, ids, n_frames, size, out):
         for slot, i in enumerate(index):
             wanted.setdefault(int(i), []).append((row, slot))
     last = max(wanted)
-    decoded = 0
-    for i, frame in enumerate(iter_frames(path)):
-        decoded = i + 1
-        if i in wanted:
-            small = _resize(frame[None], size)[0]
-            for row, slot in wanted[i]:
-                out[row, slot] = small
-        if i >= last:
-            break
+    decoded = _fill_wanted(path, wanted, size, out)
     if decoded <= last:
         raise InputError(path, f"{announced} frames (as the container header says)",
                          f"only {decoded} decodable frames: the file looks truncated")
@@ -366,16 +374,7 @@ def _stream_chunks(path, fps, rows, ids, starts, firsts, n_frames, size, out):
     for row, first in zip(rows, firsts):
         for k in range(n_frames):
             wanted.setdefault(first + k, []).append((row, k))
-    last = max(wanted)
-    decoded = 0
-    for i, frame in enumerate(iter_frames(path)):
-        decoded = i + 1
-        if i in wanted:
-            small = _resize(frame[None], size)[0]
-            for row, k in wanted[i]:
-                out[row, k] = small
-        if i >= last:
-            break
+    decoded = _fill_wanted(path, wanted, size, out)
     short = [(cid, start, first) for cid, start, first in zip(ids, starts, firsts) if first + n_frames > decoded]
     if short:
         cid, start, first = short[0]

@@ -40,6 +40,9 @@ from fmrivid.metrics import pixel
 __all__ = ["PROTOCOLS", "Protocol", "ProtocolMetric", "check_protocols", "column_ssim_gray", "label",
            "protocol_rows"]
 
+#: Clips per call of a protocol metric: bounds memory (8 clips x 6 frames at 512 px in float64: ~0.4 GB per
+#: intermediate array) whatever the chunk size.
+CLIP_BATCH = 8
 GAUSS_SIGMA = 1.5
 GAUSS_TRUNCATE = 3.5  # scikit-image's 11-tap window for sigma 1.5
 
@@ -70,30 +73,28 @@ def label(metric, protocol):
 
 
 # --------------------------------------------------------------------------- resizing
-def _resize_cv2(frames, size):
-    """cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging (fmrivid's resize)."""
+def _per_frame_resize(frames, size, resize_frame):
     n, t, h, w, _ = frames.shape
     if (h, w) == (size, size):
         return frames
     out = np.empty((n, t, size, size, 3), np.uint8)
     for i in range(n):
         for j in range(t):
-            out[i, j] = pixel._resize_frame(frames[i, j], size)
+            out[i, j] = resize_frame(frames[i, j])
     return out
+
+
+def _resize_cv2(frames, size):
+    """cv2 INTER_AREA when shrinking, INTER_LINEAR when enlarging (fmrivid's resize)."""
+    return _per_frame_resize(frames, size, lambda f: pixel._resize_frame(f, size))
 
 
 def _resize_pil_bicubic(frames, size):
     """PIL ``Image.resize((size, size))`` with its default filter (bicubic), as Brain-Diffuser's script."""
     from PIL import Image
 
-    n, t, h, w, _ = frames.shape
-    if (h, w) == (size, size):
-        return frames
-    out = np.empty((n, t, size, size, 3), np.uint8)
-    for i in range(n):
-        for j in range(t):
-            out[i, j] = np.asarray(Image.fromarray(frames[i, j]).resize((size, size), Image.Resampling.BICUBIC))
-    return out
+    return _per_frame_resize(frames, size, lambda f: np.asarray(
+        Image.fromarray(f).resize((size, size), Image.Resampling.BICUBIC)))
 
 
 def _resize_torch_bilinear(frames, size):
@@ -318,10 +319,14 @@ def protocol_rows(protocols, gt, rec):
         resize = _resize_pil_bicubic if p.name == "brain_diffuser" else _resize_cv2
         for m in p.metrics:
             if m.fn in (_pixcorr_mindeye, _ssim_mindeye):
-                def fn(g, r, m=m):
+                def one(g, r, m=m):
                     return m.fn(g, r)
             else:
-                def fn(g, r, m=m, p=p, resize=resize):
+                def one(g, r, m=m, p=p, resize=resize):
                     return m.fn(resize(g, p.size), resize(r, p.size))
+
+            def fn(g, r, one=one):  # a few clips at a time: 512-px float64 frames of a whole chunk are GBs
+                return np.concatenate([one(g[i:i + CLIP_BATCH], r[i:i + CLIP_BATCH])
+                                       for i in range(0, len(g), CLIP_BATCH)]) if len(g) else np.zeros(0)
             out.append((name, m, fn, fn(gt, rec)))
     return out

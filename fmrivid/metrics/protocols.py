@@ -65,6 +65,8 @@ class Protocol:
     resize: str       # how frames reach that size here
     source: str       # the script whose behaviour is reproduced
     metrics: tuple
+    resize_fn: object = None  # resize_fn(clips, size) -> uint8 clips, applied before every metric; None: the
+    #                           metric functions take the clips at their original size and resize themselves
 
 
 def label(metric, protocol):
@@ -226,8 +228,12 @@ _COLUMN_SSIM = ("SSIM of rgb2gray frames in [0,1] passed to scikit-image with a 
                 "mean of column-wise 1-D SSIMs (Gaussian sigma 1.5, 11 taps, population covariance, "
                 "data_range=1), not a 2-D SSIM; mean over frames")
 
+#: MinD-Video's ``ssim_score_only``, which GLFA evaluates with too.
+_MINDVIDEO_SSIM = (ProtocolMetric("ssim", "ssim_rgb_uniform", _ssim_rgb, _SSIM_RGB),)
+_CV2 = "cv2 INTER_AREA/INTER_LINEAR"
+
 PROTOCOLS = {p.name: p for p in [
-    Protocol("mind_animator", "Mind-Animator", 512, 8, "cv2 INTER_AREA/INTER_LINEAR", "its metric script", (
+    Protocol("mind_animator", "Mind-Animator", 512, 8, _CV2, "its metric script", (
         ProtocolMetric("ssim", "ssim_rgb_uniform", _ssim_rgb, _SSIM_RGB),
         ProtocolMetric("psnr", "psnr", _psnr_mind_animator,
                        "20*log10(255/sqrt(MSE)) per RGB frame, 100 only when MSE < 1e-10; mean over frames"),
@@ -235,23 +241,19 @@ PROTOCOLS = {p.name: p for p in [
                        "cosine of the hue of cv2.cvtColor(RGB frame, COLOR_BGR2HSV) (red and blue swapped), "
                        "8-bit hue / 360; NaN for two all-zero hues; mean over frames (called Hue-PCC; not "
                        "Pearson)"),
-    )),
-    Protocol("mindvideo", "MinD-Video", 256, 6, "cv2 INTER_AREA/INTER_LINEAR", "eval_metrics.ssim_score_only", (
-        ProtocolMetric("ssim", "ssim_rgb_uniform", _ssim_rgb, _SSIM_RGB),
-    )),
-    Protocol("glfa", "GLFA", 256, 16, "cv2 INTER_AREA/INTER_LINEAR", "MinD-Video's ssim_score_only (GLFA §4.3)", (
-        ProtocolMetric("ssim", "ssim_rgb_uniform", _ssim_rgb, _SSIM_RGB),
-    )),
+    ), _resize_cv2),
+    Protocol("mindvideo", "MinD-Video", 256, 6, _CV2, "eval_metrics.ssim_score_only", _MINDVIDEO_SSIM, _resize_cv2),
+    Protocol("glfa", "GLFA", 256, 16, _CV2, "MinD-Video's ssim_score_only (GLFA §4.3)", _MINDVIDEO_SSIM, _resize_cv2),
     Protocol("brain_diffuser", "Brain-Diffuser", 425, None, "PIL Image.resize default (bicubic), GT and reconstruction",
              "evaluate_reconstruction.py (scikit-image 0.17)", (
                  ProtocolMetric("pixcorr", "pixcorr", _pixcorr01,
                                 "np.corrcoef of the flattened RGB frame in [0,1] (NaN for a constant frame); mean "
                                 "over frames"),
                  ProtocolMetric("ssim", "ssim_gray_gaussian", _column_ssim_frames, _COLUMN_SSIM),
-             )),
-    Protocol("neurons", "NEURONS", 256, 6, "cv2 INTER_AREA/INTER_LINEAR", "its eval_metrics.py", (
+             ), _resize_pil_bicubic),
+    Protocol("neurons", "NEURONS", 256, 6, _CV2, "its eval_metrics.py", (
         ProtocolMetric("ssim", "ssim_gray_gaussian", _column_ssim_frames, _COLUMN_SSIM),
-    )),
+    ), _resize_cv2),
     Protocol("mindeye", "MindEye", 425, None, "torchvision Resize(425, BILINEAR, antialias=False) on [0,1] tensors",
              "its reconstruction metrics notebook", (
                  ProtocolMetric("pixcorr", "pixcorr", _pixcorr_mindeye,
@@ -316,14 +318,13 @@ def protocol_rows(protocols, gt, rec):
         if name == "fmrivid":
             continue
         p = PROTOCOLS[name]
-        resize = _resize_pil_bicubic if p.name == "brain_diffuser" else _resize_cv2
         for m in p.metrics:
-            if m.fn in (_pixcorr_mindeye, _ssim_mindeye):
+            if p.resize_fn is None:
                 def one(g, r, m=m):
                     return m.fn(g, r)
             else:
-                def one(g, r, m=m, p=p, resize=resize):
-                    return m.fn(resize(g, p.size), resize(r, p.size))
+                def one(g, r, m=m, p=p):
+                    return m.fn(p.resize_fn(g, p.size), p.resize_fn(r, p.size))
 
             def fn(g, r, one=one):  # a few clips at a time: 512-px float64 frames of a whole chunk are GBs
                 return np.concatenate([one(g[i:i + CLIP_BATCH], r[i:i + CLIP_BATCH])

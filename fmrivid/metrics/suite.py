@@ -458,9 +458,10 @@ class ChunkCollector:
             self.shuffle, self.perms = None, []
         self.entries = []
 
-    def add(self, metric, variant, values, values_under=None, greater=True, stat="mean", method=None):
+    def add(self, metric, variant, values, values_under=None, greater=True, stat="mean", method=None, null=True):
         """Record per-clip ``values``; with ``values_under(gt_index_per_row)`` also the shuffled and null values.
-        ``method``: a reference row's own method name (default: the evaluated method)."""
+        ``method``: a reference row's own method name (default: the evaluated method). ``null=False``: the
+        shuffled pairing only, no permutation null (the row then has no p)."""
         t0 = time.perf_counter()
         values = np.asarray(values, dtype=np.float64).reshape(-1)
         if values.size != self.positions.size:
@@ -470,9 +471,11 @@ class ChunkCollector:
         if method is not None:
             entry["method"] = str(method)
         if values_under is not None and self.shuffle is not None:
+            perms = self.perms if null else []
             if isinstance(values_under, PairCache):
-                values_under.prefetch([*self.perms, self.shuffle], block=PAIR_BLOCK)
-            entry["null"] = np.stack([np.asarray(values_under(p), dtype=np.float64) for p in self.perms])
+                values_under.prefetch([*perms, self.shuffle], block=PAIR_BLOCK)
+            if perms:
+                entry["null"] = np.stack([np.asarray(values_under(p), dtype=np.float64) for p in perms])
             entry["shuffled"] = np.asarray(values_under(self.shuffle), dtype=np.float64)
             if stat != "mean":
                 entry["identity"] = np.asarray(values_under(self.positions), dtype=np.float64)
@@ -553,9 +556,10 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
         vals = fn(gt, rec)
         col.add(name, pixel.variant(name), vals, _pair_cache(vals, _video_pair(fn, gt_all, rec), pos))
 
+    null = cfg.get("protocol_null", "shuffled") == "permutation"
     for proto, pm, fn, vals in protocols.protocol_rows(cfg.get("protocol", ["fmrivid"]), gt, rec):
         col.add(protocols.label(pm.name, proto), protocols.variant(proto, pm, t), vals,
-                _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater)
+                _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater, null=null)
 
     hue_gt = gt_cache["hue"]
     hue_rec = perceptual.hue(rec).reshape(m, t, -1)
@@ -805,6 +809,7 @@ def merge_partials(partials, cfg, log=print):
             observed = float(np.mean(values if stat == "mean" else gathered(e, "identity")))
             p = p_from_null(np.array([np.mean(null[k]) for k in range(null.shape[0])]), observed,
                             entry["greater"])
+        if entry.get("shuffled") is not None:
             shuffled = gathered(e, "shuffled")
             rows.append(summarise(subject, SHUFFLED, metric, variant, shuffled, seed, n_boot=n_boot, stat=stat))
             clips += clip_rows(subject, SHUFFLED, metric, variant, ids, shuffled)

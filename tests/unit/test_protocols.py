@@ -173,7 +173,17 @@ def test_protocol_rows_go_through_the_evaluation_with_chance_rows_and_labels(pai
     assert {"ssim (Mind-Animator protocol)", "psnr (Mind-Animator protocol)", "hue_pcc (Mind-Animator protocol)",
             "ssim (MinD-Video protocol)", "ssim_rgb_uniform"} <= metrics
     ma = long[(long.metric == "ssim (Mind-Animator protocol)")]
-    assert set(ma["method"]) == {"m", "shuffled_gt"} and ma["p"].notna().any()
+    # default protocol_null "shuffled": the chance row without the n_perm pairings (no p) ...
+    assert set(ma["method"]) == {"m", "shuffled_gt"} and ma["p"].isna().all()
+    assert long[(long.metric == "ssim_rgb_uniform") & (long.method == "m")]["p"].notna().all()
+    # ... "permutation": the p as well, the same values and chance row
+    perm, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", {**cfg, "protocol_null": "permutation"}, 0,
+                                    models={}, log=lambda *a: None)
+    perm = pd.DataFrame(perm)
+    ma_p = perm[(perm.metric == "ssim (Mind-Animator protocol)")].set_index("method")
+    assert ma_p.loc["m", "p"] == ma_p.loc["m", "p"]  # not NaN
+    np.testing.assert_allclose(ma_p.loc[["m", "shuffled_gt"], "value"], ma.set_index("method").loc[
+        ["m", "shuffled_gt"], "value"], rtol=0, atol=0)
     assert "2 frames per clip (the protocol: 8; not parity)" in ma["variant"].iloc[0]
     assert "frames at 512x512" in ma["variant"].iloc[0]
     mv = long[long.metric == "ssim (MinD-Video protocol)"]["variant"].iloc[0]

@@ -54,6 +54,8 @@ class ProtocolMetric:
     fn: object        # fn(gt, rec) -> (N,) on uint8 clips at the protocol's frame size
     how: str          # what is computed, exactly
     greater: bool = True
+    needs: tuple = ()  # models of evaluate.protocol_models it needs: computed in the suite
+    #                    (fmrivid.metrics.protocol_models), not by ``fn`` (None)
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,9 @@ PROTOCOLS = {p.name: p for p in [
                        "cosine of the hue of cv2.cvtColor(RGB frame, COLOR_BGR2HSV) (red and blue swapped), "
                        "8-bit hue / 360; NaN for two all-zero hues; mean over frames (called Hue-PCC; not "
                        "Pearson)"),
+        ProtocolMetric("vifi_score", "vifi_score", None, "ViFi-CLIP video score (VIFI_score.py)", needs=("vifi",)),
+        ProtocolMetric("clip_pcc", "clip_pcc_adjacent", None, "ViFi-gated CLIP ViT-B/32 adjacent-frame cosine "
+                       "(ST_level_metric.py)", needs=("vifi", "clip_b32")),
     ), _resize_cv2),
     Protocol("mindvideo", "MinD-Video", 256, 6, _CV2, "eval_metrics.ssim_score_only", _MINDVIDEO_SSIM, _resize_cv2),
     Protocol("glfa", "GLFA", 256, 16, _CV2, "MinD-Video's ssim_score_only (GLFA §4.3)", _MINDVIDEO_SSIM, _resize_cv2),
@@ -292,9 +297,9 @@ def check_protocols(names):
     return list(dict.fromkeys(names))
 
 
-def variant(protocol, metric, n_frames):
-    """Variant string of a protocol row: what is computed, at which size, and whether the frame count is the
-    paper's."""
+def variant(protocol, metric, n_frames, how=None):
+    """Variant string of a protocol row: what is computed (``how``, default ``metric.how``), at which size, and
+    whether the frame count is the paper's."""
     p = PROTOCOLS[protocol]
     if p.n_frames is None:
         frames = f"each of the {n_frames} frames per clip scored as an image (an image protocol)"
@@ -302,7 +307,7 @@ def variant(protocol, metric, n_frames):
         frames = f"{n_frames} frames per clip, as the protocol"
     else:
         frames = f"{n_frames} frames per clip (the protocol: {p.n_frames}; not parity)"
-    return (f"{metric.how}; frames at {p.size}x{p.size} ({p.resize}); {frames}; {p.paper} protocol, as "
+    return (f"{how or metric.how}; frames at {p.size}x{p.size} ({p.resize}); {frames}; {p.paper} protocol, as "
             f"{p.source} computes it")
 
 
@@ -319,6 +324,8 @@ def protocol_rows(protocols, gt, rec):
             continue
         p = PROTOCOLS[name]
         for m in p.metrics:
+            if m.needs:
+                continue
             if p.resize_fn is None:
                 def one(g, r, m=m):
                     return m.fn(g, r)

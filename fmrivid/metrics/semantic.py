@@ -103,7 +103,8 @@ VARIANTS.update({
     ),
     "clip_pcc_adjacent": (
         "mean cosine of CLIP image embeddings of adjacent reconstructed frames, set to 0 when the clip's "
-        f"video-level CLIP score <= {CLIP_PCC_GATE} (Mind-Animator)"
+        f"video-level CLIP score <= {CLIP_PCC_GATE} (Mind-Animator's rule, but gated and scored by this CLIP "
+        "model; their gate is a ViFi-CLIP score and their scorer ViT-B/32: clip_pcc (Mind-Animator protocol))"
     ),
     "clip_pcc_allpairs": (
         "mean off-diagonal cosine of CLIP image embeddings over all pairs of reconstructed frames, "

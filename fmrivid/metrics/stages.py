@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmrivid.errors import InputError
+from fmrivid.errors import InputError, ModelNotAvailableError
 from fmrivid.io.atomic import atomic_path
 from fmrivid.io.h5 import feature_ids, read_features
 from fmrivid.io.splits import chunk_rows, clip_ids, read_captions, read_splits
@@ -69,7 +69,37 @@ def load_eval_models(cfg, image_model, seed, log=print, classifier_path=None):
         info[name] = {"spec": name, "status": reason or "ok",
                       "weights": str(perceptual.lpips_weight_path(name))}
     loaded["lpips"] = lp
+    loaded["protocol"] = _protocol_models(cfg, seed, device, info, log)
     return loaded, info
+
+
+#: Models each protocol of ``evaluate.protocol`` needs from ``evaluate.protocol_models`` (all "clip" kind).
+PROTOCOL_MODELS = {"mind_animator": ("vifi", "clip_b32")}
+
+
+def _protocol_models(cfg, seed, device, info, log):
+    """The models of ``evaluate.protocol_models`` the chosen protocols need; a missing one becomes the reason its
+    rows are missing (a cluster without them still gets every other number)."""
+    from fmrivid import models
+    from fmrivid.metrics import protocols
+
+    specs = cfg.get("protocol_models") or {}
+    out = {}
+    for proto in protocols.check_protocols(cfg.get("protocol", ["fmrivid"])):
+        for name in PROTOCOL_MODELS.get(proto, ()):
+            if name in out:
+                continue
+            spec = specs.get(name)
+            if not spec:
+                out[name] = f"not computed: set evaluate.protocol_models.{name} (the {proto} protocol's model)"
+            else:
+                try:
+                    out[name] = models.load(spec, "clip", seed=seed, device=device)
+                    info[f"protocol_{name}"] = out[name].info
+                except (InputError, ModelNotAvailableError) as err:  # not cached: its rows say why
+                    out[name] = f"not computed: {err}"
+                    log(f"evaluate.protocol_models.{name}: {err}")
+    return out
 
 
 def evaluate_unchunked(recon_path, frames_path, pred_paths, truth_paths, targets, subject, method, cfg, seed,

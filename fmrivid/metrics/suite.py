@@ -560,6 +560,8 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
     for proto, pm, fn, vals in protocols.protocol_rows(cfg.get("protocol", ["fmrivid"]), gt, rec):
         col.add(protocols.label(pm.name, proto), protocols.variant(proto, pm, t), vals,
                 _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater, null=null)
+    if "mind_animator" in protocols.check_protocols(cfg.get("protocol", ["fmrivid"])):
+        _mind_animator_model_rows(col, gt_all, rec, pos, models.get("protocol") or {}, null)
 
     hue_gt = gt_cache["hue"]
     hue_rec = perceptual.hue(rec).reshape(m, t, -1)
@@ -630,6 +632,54 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
                 _nway_metrics(col, pg, video_class_probs(native, rec), pos, "video", label, cfg, seed,
                               metric=protocols.NWAY_LABEL)
     return col.partial()
+
+
+def _protocol_model(proto_models, name):
+    """A model of ``evaluate.protocol_models``: (loaded, None), or (None, why it is missing)."""
+    got = proto_models.get(name)
+    if got is None:
+        return None, f"not computed: evaluate.protocol_models.{name} is not set (or not loaded)"
+    if isinstance(got, str):
+        return None, got
+    return got, None
+
+
+def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null):
+    """Mind-Animator's ViFi-CLIP score and ViFi-gated CLIP-pcc (:mod:`fmrivid.metrics.protocol_models`)."""
+    from fmrivid.metrics import protocol_models as pm
+
+    metrics = {m.name: m for m in protocols.PROTOCOLS["mind_animator"].metrics}
+    t = rec.shape[1]
+    vifi, why = _protocol_model(proto_models, "vifi")
+    if vifi is None:
+        for name in ("vifi_score", "clip_pcc"):
+            col.missing(protocols.label(name, "mind_animator"), metrics[name].how, why)
+        return
+    eg = pm.vifi_video_embeddings(vifi, gt_all)
+    er = pm.vifi_video_embeddings(vifi, rec)
+
+    def vifi_pair(ri, gi):
+        return np.einsum("nd,nd->n", eg[gi], er[ri])
+
+    own = np.arange(len(pos))
+    vals = vifi_pair(own, pos)
+    col.add(protocols.label("vifi_score", "mind_animator"),
+            protocols.variant("mind_animator", metrics["vifi_score"], t, pm.vifi_describe(_model_name(vifi))),
+            vals, _pair_cache(vals, vifi_pair, pos), null=null)
+    label = protocols.label("clip_pcc", "mind_animator")
+    b32, why = _protocol_model(proto_models, "clip_b32")
+    if b32 is None or t < 2:
+        col.missing(label, metrics["clip_pcc"].how, why or "not computed: clips have 1 frame")
+        return
+    adj = pm.adjacent_cosine(frame_embeddings(b32, pm.resize_clips(rec)))
+
+    def clip_pair(ri, gi):
+        return pm.gated(adj[ri], vifi_pair(ri, gi))
+
+    vals = clip_pair(own, pos)
+    col.add(label, protocols.variant("mind_animator", metrics["clip_pcc"], t,
+                                     pm.clip_pcc_describe(_model_name(vifi), _model_name(b32))),
+            vals, _pair_cache(vals, clip_pair, pos), null=null)
 
 
 def _clip_metrics(col, eg, er, pos, model, cfg):

@@ -200,7 +200,9 @@ def test_protocol_rows_go_through_the_evaluation_with_chance_rows_and_labels(pai
     glfa = comp[(comp.system == "GLFA / fMRI-PTE-V") & (comp.quantity == "SSIM")].iloc[0]
     assert np.isnan(glfa["protocol_value"]) and "add glfa to evaluate.protocol" in glfa["protocol_variant"]
     clip_ = comp[(comp.system == "Mind-Animator") & (comp.quantity == "CLIP-pcc")].iloc[0]
-    assert np.isnan(clip_["protocol_value"]) and "does not reproduce" in clip_["protocol_variant"]
+    assert np.isnan(clip_["protocol_value"])  # no ViFi-CLIP given: the row is there, missing, with the reason
+    missing = long[long.metric == "clip_pcc (Mind-Animator protocol)"]
+    assert missing["value"].isna().all() and "evaluate.protocol_models.vifi" in missing["variant"].iloc[0]
     neuro = comp[comp.system == "NeuroClips"].iloc[0]
     assert np.isnan(neuro["protocol_value"]) and "no protocol preset" in neuro["protocol_variant"]
 
@@ -251,3 +253,96 @@ def test_mindvideo_video_nway_feeds_videomae_the_clips_own_frames(pair):
     rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models={"video_classifier": vid},
                                     log=lambda *a: None)
     assert protocols.NWAY_LABEL not in {r["metric"] for r in rows}
+
+
+# --------------------------------------------------------------------------- Mind-Animator's model-based metrics
+def mmaction_test_indices(total, clip_len=8, num_clips=32):
+    """mmaction2 ``SampleFrames(clip_len, frame_interval=1, num_clips, test_mode=True)`` frame indices, written
+    from its ``_get_test_clips`` and ``__call__`` (out_of_bound_opt 'loop')."""
+    ori = clip_len
+    avg = (total - ori + 1) / float(num_clips)
+    if total > ori - 1:
+        offsets = [int(k * avg + avg / 2.0) for k in range(num_clips)]
+    else:
+        offsets = [0] * num_clips
+    return [(o + i) % total for o in offsets for i in range(clip_len)]
+
+
+def vifi_reference(model, clips):
+    """ViFi-CLIP's forward on mmaction's validation pipeline, one video at a time: every sampled frame (repeats
+    included) through the image encoder, mean over frames, L2-normalised."""
+    size = model.config.vision_config.image_size
+    scale = round(size * 256 / 224)
+    mean = np.array([123.675, 116.28, 103.53])
+    std = np.array([58.395, 57.12, 57.375])
+    out = []
+    for clip in clips:
+        frames = []
+        for k in mmaction_test_indices(len(clip)):
+            f = cv2.resize(clip[k], (512, 512), interpolation=cv2.INTER_LINEAR if clip.shape[1] < 512
+                           else cv2.INTER_AREA)
+            f = cv2.resize(f, (scale, scale), interpolation=cv2.INTER_LINEAR)
+            top = (scale - size) // 2
+            f = (f[top:top + size, top:top + size].astype(np.float64) - mean) / std
+            frames.append(f.transpose(2, 0, 1))
+        with torch.no_grad():
+            feats = model.get_image_features(pixel_values=torch.tensor(np.stack(frames), dtype=torch.float32))
+        feats = feats if hasattr(feats, "shape") else feats.pooler_output
+        v = feats.double().mean(0)
+        out.append((v / v.norm()).numpy())
+    return np.stack(out)
+
+
+def test_vifi_sampling_and_video_embedding_equal_mind_animators_pipeline(pair):
+    from fmrivid import models
+    from fmrivid.metrics import protocol_models as pm
+
+    for total in (1, 6, 8, 16, 45):
+        assert pm.vifi_frame_indices(total).tolist() == mmaction_test_indices(total)
+    assert np.bincount(pm.vifi_frame_indices(6)).tolist() == [64, 64, 32, 32, 32, 32]  # looped: 0, 1 twice
+    vifi = models.load("tiny", "clip", seed=3)
+    gt, rec = pair
+    got = pm.vifi_video_embeddings(vifi, gt, batch_size=4)
+    np.testing.assert_allclose(got, vifi_reference(vifi.model, gt), atol=1e-5)
+    # a frame's features do not depend on its batch-mates
+    np.testing.assert_allclose(pm.vifi_video_embeddings(vifi, gt[1:], batch_size=4), got[1:], atol=0, rtol=0)
+
+
+def test_mind_animator_vifi_and_gated_clip_pcc_rows(pair, monkeypatch):
+    from fmrivid import models
+    from fmrivid.metrics import protocol_models as pm
+
+    gt, rec = pair
+    vifi = models.load("tiny", "clip", seed=3)
+    b32 = models.load("tiny", "clip", seed=4)
+    eg, er = vifi_reference(vifi.model, gt), vifi_reference(vifi.model, rec)
+    scores = np.einsum("nd,nd->n", eg, er)
+    # a random tiny ViFi scores every pair near 1: move the gate between the scores so that it gates one clip
+    gate = float(np.sort(scores)[0] + np.sort(scores)[1]) / 2
+    monkeypatch.setattr(pm, "CLIP_PCC_GATE", gate)
+    cfg = {"n_boot": 20, "n_perm": 5, "ssim_size": None, "clip_gate": 0.6, "nway": [2], "nway_trials": 5,
+           "nway_gt": 3, "protocol": ["fmrivid", "mind_animator"]}
+    rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0,
+                                    models={"protocol": {"vifi": vifi, "clip_b32": b32}}, log=lambda *a: None)
+    long = pd.DataFrame(rows)
+    mine = long[long.method == "m"].set_index("metric")
+    assert mine.loc["vifi_score (Mind-Animator protocol)", "value"] == pytest.approx(scores.mean(), abs=1e-5)
+    # their cal_CLIP_pcc: clip.load preprocessing of cv2-resized 512-px frames (here the CLIP processor)
+    def embed(f):
+        with torch.no_grad():
+            out = b32.model.get_image_features(**b32.processor(images=cv2.resize(f, (512, 512)), return_tensors="pt"))
+        return (out if hasattr(out, "shape") else out.pooler_output).numpy().reshape(-1)
+
+    emb = np.stack([[embed(f) for f in clip] for clip in rec])
+    adj = [np.mean([np.dot(e[j], e[j + 1]) / np.linalg.norm(e[j]) / np.linalg.norm(e[j + 1])
+                    for j in range(len(e) - 1)]) for e in emb]
+    expected = [0.0 if s <= gate else a for s, a in zip(scores, adj)]
+    assert expected.count(0.0) == 1
+    assert mine.loc["clip_pcc (Mind-Animator protocol)", "value"] == pytest.approx(np.mean(expected), abs=1e-5)
+    assert "ViFi-CLIP" in mine.loc["vifi_score (Mind-Animator protocol)", "variant"]
+    shuffled = long[(long.method == "shuffled_gt") & (long.metric == "vifi_score (Mind-Animator protocol)")]
+    assert len(shuffled) == 1
+    assert np.all(pm.gated(np.array(adj), np.full(3, 0.6), gate=0.6) == 0)  # at the gate: 0, as theirs (<=)
+    comp = tables.published_comparison(table.subject_mean(long), "m")
+    vrow = comp[(comp.system == "Mind-Animator") & (comp.quantity == "VIFI")].iloc[0]
+    assert vrow["protocol_value"] == pytest.approx(scores.mean(), abs=1e-5)

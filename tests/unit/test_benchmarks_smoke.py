@@ -28,6 +28,7 @@ SMOKE_ARGS = {
     "preprocess.py": ["--volumes", "10", "--repeats", "1"],
     "align_encoder.py": ["--repeats", "1", "--threads", "1"],
     "mind_animator.py": ["--repeats", "1", "--steps", "2", "--threads", "1"],
+    "ssim.py": ["--sizes", "32", "--frames", "2"],
 }
 # Run elsewhere, or too slow here: why.
 NOT_RUN = {

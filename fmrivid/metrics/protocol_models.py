@@ -53,7 +53,7 @@ def _vifi_pixels(frames, size):
     resize of the (square) frame to round(size x 256 / 224), centre crop ``size``, ImageNet normalisation."""
     from fmrivid.metrics.pixel import _resize_frame
 
-    scale = int(round(size * VIFI_RESIZE / VIFI_CROP))
+    scale = round(size * VIFI_RESIZE / VIFI_CROP)
     top = (scale - size) // 2
     out = np.empty((len(frames), 3, size, size), np.float32)
     for k, f in enumerate(frames):

@@ -230,6 +230,19 @@ _COLUMN_SSIM = ("SSIM of rgb2gray frames in [0,1] passed to scikit-image with a 
                 "mean of column-wise 1-D SSIMs (Gaussian sigma 1.5, 11 taps, population covariance, "
                 "data_range=1), not a 2-D SSIM; mean over frames")
 
+#: Brain-Diffuser's and MindEye's feature-network metrics (:mod:`fmrivid.metrics.featnets`): the same six in
+#: both papers, each with its own preprocessing (and EffNet-B weights).
+_TWO_WAY = ("2-way identification: np.corrcoef of the flattened features of GT and reconstruction, success = r < "
+            "congruent r (strict), successes / (N - 1), distractors frame t of the other clips; mean over frames")
+_DISTANCE = ("correlation distance (scipy.spatial.distance.correlation, 1 - Pearson r) of the flattened features "
+             "of GT and reconstruction; mean over frames; lower is better")
+_FEATNET_METRICS = tuple(
+    ProtocolMetric(f"{net}_2way", f"{net}_2way", None, f"{_TWO_WAY}; {label}", needs=("featnets",))
+    for net, label in (("alexnet2", "AlexNet(2)"), ("alexnet5", "AlexNet(5)"), ("inception", "InceptionV3"),
+                       ("clip", "CLIP"))) + tuple(
+    ProtocolMetric(f"{net}_distance", f"{net}_distance", None, f"{_DISTANCE}; {label}", greater=False,
+                   needs=("featnets",)) for net, label in (("effnet", "EffNet-B"), ("swav", "SwAV")))
+
 #: MinD-Video's ``ssim_score_only``, which GLFA evaluates with too.
 _MINDVIDEO_SSIM = (ProtocolMetric("ssim", "ssim_rgb_uniform", _ssim_rgb, _SSIM_RGB),)
 _CV2 = "cv2 INTER_AREA/INTER_LINEAR"
@@ -255,6 +268,7 @@ PROTOCOLS = {p.name: p for p in [
                                 "np.corrcoef of the flattened RGB frame in [0,1] (NaN for a constant frame); mean "
                                 "over frames"),
                  ProtocolMetric("ssim", "ssim_gray_gaussian", _column_ssim_frames, _COLUMN_SSIM),
+                 *_FEATNET_METRICS,
              ), _resize_pil_bicubic),
     Protocol("neurons", "NEURONS", 256, 6, _CV2, "its eval_metrics.py", (
         ProtocolMetric("ssim", "ssim_gray_gaussian", _column_ssim_frames, _COLUMN_SSIM),
@@ -266,6 +280,7 @@ PROTOCOLS = {p.name: p for p in [
                  ProtocolMetric("ssim", "ssim_gray_gaussian", _ssim_mindeye,
                                 "2-D SSIM of rgb2gray frames in [0,1], Gaussian sigma 1.5, population covariance, "
                                 "data_range=1; mean over frames"),
+                 *_FEATNET_METRICS,
              )),
 ]}
 

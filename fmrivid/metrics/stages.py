@@ -73,7 +73,8 @@ def load_eval_models(cfg, image_model, seed, log=print, classifier_path=None):
     return loaded, info
 
 
-#: Models each protocol of ``evaluate.protocol`` needs from ``evaluate.protocol_models`` (all "clip" kind).
+#: Models each protocol of ``evaluate.protocol`` needs from ``evaluate.protocol_models`` ("clip" kind), besides
+#: the feature networks of Brain-Diffuser and MindEye (:mod:`fmrivid.metrics.featnets`, keys "<protocol>:<net>").
 PROTOCOL_MODELS = {"mind_animator": ("vifi", "clip_b32")}
 
 
@@ -81,7 +82,7 @@ def _protocol_models(cfg, seed, device, info, log):
     """The models of ``evaluate.protocol_models`` the chosen protocols need; a missing one becomes the reason its
     rows are missing (a cluster without them still gets every other number)."""
     from fmrivid import models
-    from fmrivid.metrics import protocols
+    from fmrivid.metrics import featnets, protocols
 
     specs = cfg.get("protocol_models") or {}
     out = {}
@@ -99,6 +100,14 @@ def _protocol_models(cfg, seed, device, info, log):
                 except (InputError, ModelNotAvailableError) as err:  # not cached: its rows say why
                     out[name] = f"not computed: {err}"
                     log(f"evaluate.protocol_models.{name}: {err}")
+        if proto in featnets.PROTOCOLS:
+            weights = specs.get("featnets", "torch_cache")
+            for net in featnets.NETS:
+                reason = None if weights == "random" else featnets.featnet_status(net, proto)
+                out[f"{proto}:{net}"] = reason or featnets.load_featnet(net, weights, device=device, protocol=proto,
+                                                                      seed=seed)
+                info[f"protocol_{proto}_{net}"] = {"weights": weights, "status": reason or "ok",
+                                                   "file": str(featnets.weight_path(net, proto))}
     return out
 
 

@@ -560,8 +560,12 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
     for proto, pm, fn, vals in protocols.protocol_rows(cfg.get("protocol", ["fmrivid"]), gt, rec):
         col.add(protocols.label(pm.name, proto), protocols.variant(proto, pm, t), vals,
                 _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater, null=null)
-    if "mind_animator" in protocols.check_protocols(cfg.get("protocol", ["fmrivid"])):
+    chosen = protocols.check_protocols(cfg.get("protocol", ["fmrivid"]))
+    if "mind_animator" in chosen:
         _mind_animator_model_rows(col, gt_all, rec, pos, models.get("protocol") or {}, null)
+    for proto in ("brain_diffuser", "mindeye"):
+        if proto in chosen:
+            _featnet_rows(col, proto, gt_all, rec, pos, models.get("protocol") or {}, models.get("clip"), null)
 
     hue_gt = gt_cache["hue"]
     hue_rec = perceptual.hue(rec).reshape(m, t, -1)
@@ -680,6 +684,50 @@ def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null):
     col.add(label, protocols.variant("mind_animator", metrics["clip_pcc"], t,
                                      pm.clip_pcc_describe(_model_name(vifi), _model_name(b32))),
             vals, _pair_cache(vals, clip_pair, pos), null=null)
+
+
+#: GT clips per block of feature-network features (AlexNet(2) frames hold 139,968 values: the GT features of a
+#: whole test set are never held at once for the 2-way correlations).
+FEATNET_GT_BLOCK = 64
+
+
+def _featnet_rows(col, proto, gt_all, rec, pos, proto_models, clip_model, null):
+    """Brain-Diffuser's / MindEye's 2-way identification on AlexNet(2), AlexNet(5), InceptionV3 and CLIP features
+    and EffNet-B / SwAV distances (:mod:`fmrivid.metrics.featnets`), every frame an image."""
+    from fmrivid.metrics import featnets
+
+    own = np.arange(len(pos))
+    t = rec.shape[1]
+    for metric in (m for m in protocols.PROTOCOLS[proto].metrics if "featnets" in m.needs):
+        net_name = metric.name.rsplit("_", 1)[0]
+        label = protocols.label(metric.name, proto)
+        if net_name == "clip":
+            net, why = ((featnets.clip_featnet(clip_model, proto), None) if clip_model is not None else
+                        (None, "not computed: no CLIP model (evaluate.clip_model / features.image_model)"))
+        else:
+            net, why = _protocol_model(proto_models, f"{proto}:{net_name}")
+        if net is None:
+            col.missing(label, metric.how, why)
+            continue
+
+        def feats(clips, net=net):
+            return net.features(clips.reshape((-1,) + clips.shape[2:])).reshape(len(clips), t, -1)
+
+        er = feats(rec)
+        if metric.greater:  # 2-way: every reconstruction frame against the same frame of every GT clip
+            corr = featnets.corr_to_gt(er, (feats(gt_all[s:s + FEATNET_GT_BLOCK])
+                                            for s in range(0, len(gt_all), FEATNET_GT_BLOCK)))
+
+            def pair(ri, gi, corr=corr):
+                return featnets.two_way_from_corr(corr, ri, gi)
+        else:
+            eg = feats(gt_all)
+
+            def pair(ri, gi, eg=eg, er=er):
+                return featnets.distance(er[ri], eg[gi])
+        vals = pair(own, pos)
+        col.add(label, protocols.variant(proto, metric, t, f"{metric.how}; {net.describe()}"), vals,
+                _pair_cache(vals, pair, pos), greater=metric.greater, null=null)
 
 
 def _clip_metrics(col, eg, er, pos, model, cfg):

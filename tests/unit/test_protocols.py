@@ -301,7 +301,7 @@ def test_vifi_sampling_and_video_embedding_equal_mind_animators_pipeline(pair):
         assert pm.vifi_frame_indices(total).tolist() == mmaction_test_indices(total)
     assert np.bincount(pm.vifi_frame_indices(6)).tolist() == [64, 64, 32, 32, 32, 32]  # looped: 0, 1 twice
     vifi = models.load("tiny", "clip", seed=3)
-    gt, rec = pair
+    gt, _ = pair
     got = pm.vifi_video_embeddings(vifi, gt, batch_size=4)
     np.testing.assert_allclose(got, vifi_reference(vifi.model, gt), atol=1e-5)
     # a frame's features do not depend on its batch-mates
@@ -346,3 +346,57 @@ def test_mind_animator_vifi_and_gated_clip_pcc_rows(pair, monkeypatch):
     comp = tables.published_comparison(table.subject_mean(long), "m")
     vrow = comp[(comp.system == "Mind-Animator") & (comp.quantity == "VIFI")].iloc[0]
     assert vrow["protocol_value"] == pytest.approx(scores.mean(), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- Brain-Diffuser's / MindEye's feature nets
+def pairwise_corr_all(ground_truth, predictions):
+    """Brain-Diffuser's 2-way identification, re-implemented from its evaluate_reconstruction.py: rows GT,
+    columns predictions, success where r < the column's congruent r, mean count / (N - 1)."""
+    n = len(ground_truth)
+    r = np.corrcoef(ground_truth, predictions)[:n, n:]
+    success = r < np.diag(r)
+    return success.sum(0) / (n - 1)  # per prediction (their number is the mean)
+
+
+def test_brain_diffuser_feature_net_rows_equal_their_two_way_and_distance(pair, tmp_path):
+    from scipy.spatial.distance import correlation
+
+    from fmrivid.metrics import featnets, stages
+
+    gt, rec = pair
+    cfg = {"n_boot": 20, "n_perm": 3, "ssim_size": None, "clip_gate": 0.6, "nway": [2], "nway_trials": 5,
+           "nway_gt": 3, "protocol": ["fmrivid", "brain_diffuser"], "protocol_models": {"featnets": "random"},
+           "device": "cpu", "clip_model": "tiny", "frame_classifier": None, "video_classifier": None, "lpips": []}
+    loaded, _ = stages.load_eval_models(cfg, "tiny", 0, log=lambda *a: None)
+    rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models=loaded,
+                                    log=lambda *a: None)
+    long = pd.DataFrame(rows)
+    mine = long[long.method == "m"].set_index("metric")
+    for net in ("alexnet2", "inception", "clip"):
+        fnet = loaded["protocol"][f"brain_diffuser:{net}"] if net != "clip" else featnets.clip_featnet(
+            loaded["clip"], "brain_diffuser")
+        fg = fnet.features(gt.reshape(-1, 64, 64, 3)).reshape(3, 2, -1)
+        fr = fnet.features(rec.reshape(-1, 64, 64, 3)).reshape(3, 2, -1)
+        ref = np.mean([pairwise_corr_all(fg[:, j], fr[:, j]) for j in range(2)], axis=0)
+        row = mine.loc[f"{net}_2way (Brain-Diffuser protocol)"]
+        assert row["value"] == pytest.approx(ref.mean(), abs=1e-12)
+        assert "random weights" in row["variant"] or net == "clip"
+    fnet = loaded["protocol"]["brain_diffuser:swav"]
+    fg = fnet.features(gt.reshape(-1, 64, 64, 3)).astype(np.float64)
+    fr = fnet.features(rec.reshape(-1, 64, 64, 3)).astype(np.float64)
+    ref = np.mean([correlation(a, b) for a, b in zip(fg, fr)])
+    assert mine.loc["swav_distance (Brain-Diffuser protocol)", "value"] == pytest.approx(ref, abs=1e-9)
+    assert set(long[long.metric == "swav_distance (Brain-Diffuser protocol)"].method) == {"m", "shuffled_gt"}
+    # the papers' weights absent from the torch cache: the rows are there, missing, naming the file
+    original = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        cfg["protocol_models"] = {"featnets": "torch_cache"}
+        loaded, _ = stages.load_eval_models(cfg, "tiny", 0, log=lambda *a: None)
+        rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models=loaded,
+                                        log=lambda *a: None)
+    finally:
+        torch.hub.set_dir(original)
+    miss = pd.DataFrame(rows).set_index("metric")
+    assert np.isnan(miss.loc["alexnet2_2way (Brain-Diffuser protocol)", "value"])
+    assert "alexnet-owt-7be5be79.pth" in miss.loc["alexnet2_2way (Brain-Diffuser protocol)", "variant"]

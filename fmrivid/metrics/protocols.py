@@ -8,7 +8,12 @@ rows, which stay the reference of every report):
   uniform window, data_range 255); PSNR ``20 log10(255 / sqrt(MSE))`` with 100 only when MSE < 1e-10 (a
   one-level difference at 512 px already scores ~107 dB); "Hue-PCC": ``cv2.cvtColor(frame, COLOR_BGR2HSV)`` on
   RGB frames (red and blue swapped), the 8-bit hue (0-179) divided by 360, cosine similarity (NaN for two
-  all-zero hue frames, as their division gives).
+  all-zero hue frames, as their division gives); EPE (their EPE.py): Farneback flows of
+  ``cv2.cvtColor(frame, COLOR_BGR2GRAY)`` grey frames (the same swap) at 512 px (at 256 px the same motion
+  is half as many pixels: fmrivid's own ``epe_farneback`` at the stored size is not comparable with theirs).
+  Their ViFi-CLIP score and ViFi-gated CLIP-pcc need models: :mod:`fmrivid.metrics.protocol_models`.
+- **Brain-Diffuser** and **MindEye** also score 2-way identification on AlexNet / InceptionV3 / CLIP features
+  and EffNet-B / SwAV distances: :mod:`fmrivid.metrics.featnets`.
 - **MinD-Video** (``eval_metrics.ssim_score_only``): SSIM on RGB, 7 x 7 uniform window, data_range 255,
   frames at 256 x 256, 6 per clip. GLFA evaluates with the same function.
 - **Brain-Diffuser** (``evaluate_reconstruction.py``): the reconstruction resized to 425 x 425 by PIL's default
@@ -193,6 +198,24 @@ def _hue_mind_animator(gt, rec):
     return out.mean(axis=1)
 
 
+def _epe_mind_animator(gt, rec):
+    """Their EPE.py: Farneback flow (0.5, 3, 15, 3, 5, 1.2, 0) of ``cv2.cvtColor(RGB frame, COLOR_BGR2GRAY)``
+    (grey weights of red and blue swapped), end-point error averaged over pixels and frame pairs; NaN with one
+    frame."""
+    from fmrivid.metrics.motion import FARNEBACK_PARAMS
+
+    n, t = gt.shape[:2]
+    if t < 2:
+        return np.full(n, np.nan)
+
+    def flows(clip):
+        g = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_BGR2GRAY) for f in clip]
+        return np.stack([cv2.calcOpticalFlowFarneback(g[k], g[k + 1], None, *FARNEBACK_PARAMS)
+                         for k in range(t - 1)])
+
+    return np.array([np.linalg.norm(flows(gt[i]) - flows(rec[i]), axis=-1).mean() for i in range(n)])
+
+
 def _pixcorr01(gt, rec):
     """np.corrcoef of the flattened RGB frames in [0, 1], mean over frames (NaN for a constant frame)."""
     n, t = gt.shape[:2]
@@ -256,6 +279,10 @@ PROTOCOLS = {p.name: p for p in [
                        "cosine of the hue of cv2.cvtColor(RGB frame, COLOR_BGR2HSV) (red and blue swapped), "
                        "8-bit hue / 360; NaN for two all-zero hues; mean over frames (called Hue-PCC; not "
                        "Pearson)"),
+        ProtocolMetric("epe", "epe_farneback", _epe_mind_animator,
+                       "end-point error of Farneback flows (0.5, 3, 15, 3, 5, 1.2, 0) of cv2.cvtColor(RGB frame, "
+                       "COLOR_BGR2GRAY) (red and blue weights swapped), mean over pixels and frame pairs; lower is "
+                       "better", greater=False),
         ProtocolMetric("vifi_score", "vifi_score", None, "ViFi-CLIP video score (VIFI_score.py)", needs=("vifi",)),
         ProtocolMetric("clip_pcc", "clip_pcc_adjacent", None, "ViFi-gated CLIP ViT-B/32 adjacent-frame cosine "
                        "(ST_level_metric.py)", needs=("vifi", "clip_b32")),

@@ -42,9 +42,10 @@ def _matches(key, metric, variant):
     if key.startswith("nway_video_"):
         n = key.rsplit("_", 1)[1]
         return metric == "nway_topk" and "top-3 GT" in variant and "video level" in variant and f"N={n};" in variant
-    if key.startswith("retrieval_top"):
-        k = key[len("retrieval_top"):]
-        return metric == "retrieval_topk" and variant.startswith(f"top-{k} ")
+    for prefix, ours in (("retrieval_large_top", "retrieval_large_topk"), ("retrieval_top", "retrieval_topk")):
+        if key.startswith(prefix):  # a large-gallery number is never paired with a small-set one
+            k = key[len(prefix):]
+            return metric == ours and variant.startswith(f"top-{k} ")
     return metric == key
 
 

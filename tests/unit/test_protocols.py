@@ -68,6 +68,25 @@ def mind_animator_script(pred_list, gt_list, frame_num):
     return out
 
 
+def mind_animator_epe(gt_ndarray, recons_ndarray):
+    """Mind-Animator's EPE.py (calculate_epe_ae): GT frames cv2-resized to 512, Farneback flow of BGR2GRAY frames,
+    per clip the mean end-point error."""
+    def flows(frames):
+        out = []
+        for i in range(frames.shape[0] - 1):
+            prev = cv2.cvtColor(frames[i], cv2.COLOR_BGR2GRAY)
+            nxt = cv2.cvtColor(frames[i + 1], cv2.COLOR_BGR2GRAY)
+            out.append(cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0))
+        return out
+
+    per_clip = []
+    for i in range(gt_ndarray.shape[0]):
+        gt = np.array([cv2.resize(f, (512, 512)) for f in gt_ndarray[i]])
+        epe = np.linalg.norm(np.array(flows(gt)) - np.array(flows(recons_ndarray[i])), axis=-1)
+        per_clip.append(np.mean(epe))
+    return per_clip
+
+
 def brain_diffuser_script(gen_frame, gt_frame):
     """Brain-Diffuser's evaluate_reconstruction.py for one image (scikit-image 0.17's multichannel=True is
     channel_axis=-1 in today's API)."""
@@ -110,6 +129,19 @@ def test_mind_animator_protocol_equals_its_script():
     same[0, 0, 0, 0, 0] ^= 1  # one value off by one at 512 px: 112 dB in the script, capped at 100 by ours
     # frame 0: 107 dB in the script (100 in ours), frame 1 identical (100 in both)
     assert rows_of(gt, same, "mind_animator")["psnr"][2][0] > pixel.psnr(gt, same)[0] + 3
+
+
+def test_mind_animator_epe_equals_its_script_and_differs_from_ours_at_the_stored_size():
+    from fmrivid.metrics import motion
+
+    gt = clips(4, 2, 3, 128)
+    rec = np.roll(gt, 3, axis=3)  # the same scene shifted: a flow difference to measure
+    rec[1] = clips(6, 1, 3, 128)[0]
+    rows = rows_of(gt, rec, "mind_animator")
+    rec512 = np.array([[cv2.resize(f, (512, 512)) for f in c] for c in rec])  # their reconstructions: 512 px
+    np.testing.assert_allclose(rows["epe"][2], mind_animator_epe(gt, rec512), rtol=1e-6)
+    ours = motion.epe_from_flows(motion.clip_flows(gt), motion.clip_flows(rec))
+    assert rows["epe"][2][0] > 2 * ours[0]  # the same shift is 4x as many pixels at 512 px
 
 
 def test_mindvideo_and_glfa_ssim_is_rgb_uniform_at_256(pair):

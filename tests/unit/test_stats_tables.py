@@ -249,3 +249,16 @@ def test_generation_variants_are_the_evaluated_methods():
     assert compare_pair(cfg) == ["fusion", "shuffled_gt"]
     cfg["generate"]["variants"] = {}
     assert eval_methods(cfg) == ["structure_motion", "structure_motion_shuffled"]
+
+
+def test_large_gallery_published_retrieval_is_paired_with_our_large_gallery_row_only():
+    means = pd.DataFrame([
+        {"method": "m", "metric": "retrieval_topk", "variant": "top-10 of the N=1200 test clips", "value": 0.4,
+         "sd": 0.01, "n_subjects": 3},
+        {"method": "m", "metric": "retrieval_large_topk", "variant": "top-10 of a large gallery", "value": 0.05,
+         "sd": 0.01, "n_subjects": 3}])
+    comp = tables.published_comparison(means, "m")
+    row = comp[comp.metric == "retrieval_large_top10"].iloc[0]
+    assert row["system"] == "Mind-Animator" and row["fmrivid_value"] == pytest.approx(0.05)
+    only_small = tables.published_comparison(means.iloc[:1], "m")
+    assert np.isnan(only_small[only_small.metric == "retrieval_large_top10"].iloc[0]["fmrivid_value"])

@@ -299,6 +299,10 @@ PROTOCOLS = {p.name: p for p in [
              ), _resize_pil_bicubic),
     Protocol("neurons", "NEURONS", 256, 6, _CV2, "its eval_metrics.py", (
         ProtocolMetric("ssim", "ssim_gray_gaussian", _column_ssim_frames, _COLUMN_SSIM),
+        ProtocolMetric("clip_pcc", "clip_pcc_allpairs", None,
+                       "mean off-diagonal cosine (sklearn cosine_similarity, diagonal zeroed, sum / (T (T-1))) of "
+                       "the CLIP image embeddings (get_image_features, the model's processor) of all pairs of "
+                       "reconstructed frames, frames at the stored size (clip_score_frame)", needs=("clip",)),
     ), _resize_cv2),
     Protocol("mindeye", "MindEye", 425, None, "torchvision Resize(425, BILINEAR, antialias=False) on [0,1] tensors",
              "its reconstruction metrics notebook", (
@@ -325,6 +329,14 @@ def wants_native_nway(names):
 
 #: What ``evaluate.protocol`` accepts: fmrivid's own definitions and the presets above.
 NAMES = ("fmrivid",) + tuple(PROTOCOLS)
+
+
+#: Published numbers of a protocol's paper that its public evaluation code does not compute: (protocol,
+#: published metric key) -> why no protocol row reproduces them.
+NOT_IN_CODE = {
+    ("mindvideo", "psnr"): "MinD-Video's public evaluation code (scripts/run_metrics.py, eval_metrics.py) "
+                           "computes no PSNR: no protocol to reproduce",
+}
 
 
 def check_protocols(names):

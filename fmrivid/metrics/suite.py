@@ -750,6 +750,13 @@ def _clip_metrics(col, eg, er, pos, model, cfg):
         col.add("clip_pcc_allpairs", variant, semantic.clip_pcc_allpairs(eg[pos]), method=GT_VIDEOS)
         col.add("clip_pcc_allpairs", variant, semantic.clip_pcc_allpairs(np.repeat(er[:, :1], er.shape[1], 1)),
                 method=STATIC_VIDEO)
+        if "neurons" in protocols.check_protocols(cfg.get("protocol", ["fmrivid"])):
+            pm = {m.name: m for m in protocols.PROTOCOLS["neurons"].metrics}["clip_pcc"]
+            parity = "" if model.startswith("openai/clip-vit-large-patch14") else \
+                " (NEURONS: openai/clip-vit-large-patch14; not parity)"
+            col.add(protocols.label("clip_pcc", "neurons"),
+                    protocols.variant("neurons", pm, er.shape[1], f"{pm.how}; CLIP {model}{parity}"),
+                    semantic.clip_pcc_allpairs(er))
 
 
 def _nway_metrics(col, pg, pr, pos, level, model, cfg, seed, metric="nway_topk"):

@@ -61,6 +61,8 @@ def _under_protocol(ours, protocol, key):
                     for m, v in zip(ours["metric"].astype(str), ours["variant"].astype(str))]]
     else:
         names = [protocols.label(m.name, protocol) for m in protocols.PROTOCOLS[protocol].metrics if m.key == key]
+        if (protocol, key) in protocols.NOT_IN_CODE:
+            return {**empty, "protocol_variant": f"not computed: {protocols.NOT_IN_CODE[protocol, key]}"}
         if not names:
             return {**empty, "protocol_variant": f"not computed: fmrivid does not reproduce this metric of the "
                                                 f"{protocol} protocol yet"}

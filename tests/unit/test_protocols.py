@@ -432,3 +432,33 @@ def test_brain_diffuser_feature_net_rows_equal_their_two_way_and_distance(pair, 
     miss = pd.DataFrame(rows).set_index("metric")
     assert np.isnan(miss.loc["alexnet2_2way (Brain-Diffuser protocol)", "value"])
     assert "alexnet-owt-7be5be79.pth" in miss.loc["alexnet2_2way (Brain-Diffuser protocol)", "variant"]
+
+
+def test_neurons_clip_pcc_equals_clip_score_frame(pair):
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from fmrivid import models
+
+    gt, rec = pair
+    clip = models.load("tiny", "clip", seed=2)
+    cfg = {"n_boot": 20, "n_perm": 3, "ssim_size": None, "clip_gate": 0.6, "nway": [2], "nway_trials": 5,
+           "nway_gt": 3, "protocol": ["fmrivid", "neurons"]}
+    rows, _ = suite.evaluate_videos(gt, rec, ["a", "b", "c"], "01", "m", cfg, 0, models={"clip": clip},
+                                    log=lambda *a: None)
+    long = pd.DataFrame(rows)
+    row = long[(long.method == "m") & (long.metric == "clip_pcc (NEURONS protocol)")].iloc[0]
+    scores = []  # their clip_score_frame, one video at a time
+    for video in rec:
+        with torch.no_grad():
+            out = clip.model.get_image_features(**clip.processor(images=list(video), return_tensors="pt"))
+        feats = (out if hasattr(out, "shape") else out.pooler_output).numpy()
+        sim = cosine_similarity(feats)
+        np.fill_diagonal(sim, 0)
+        scores.append(sim.sum() / (len(video) * (len(video) - 1)))
+    assert row["value"] == pytest.approx(np.mean(scores), abs=1e-5)
+    assert "not parity" in row["variant"]  # a tiny CLIP, not their ViT-L/14
+    comp = tables.published_comparison(table.subject_mean(long), "m")
+    neu = comp[(comp.system == "NEURONS") & (comp.quantity == "CLIP-pcc")].iloc[0]
+    assert neu["protocol_value"] == pytest.approx(row["value"])
+    mv = comp[(comp.system == "MinD-Video") & (comp.quantity == "PSNR")].iloc[0]
+    assert "computes no PSNR" in mv["protocol_variant"]

@@ -23,7 +23,7 @@ import numpy as np
 from fmrivid.errors import InputError
 
 VARIANTS = {
-    "nway_topk": "N-way top-1 with the top-{n_gt} GT classes (MinD-Video protocol): {level}; {trials} trials, "
+    "nway_topk": "N-way top-1 with the top-{n_gt} GT classes (MinD-Video's rule): {level}; {trials} trials, "
                  "distractors exclude the GT classes, seeded; N={n_way}; classifier {model}",
 }
 

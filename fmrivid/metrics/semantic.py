@@ -12,8 +12,9 @@ TIE_TOL = 1e-10
 
 VARIANTS = {
     "two_way_ident": (
-        "2-way identification (Brain-Diffuser): per clip, fraction of the N-1 other clips j with "
-        "corr(pred_i, true_i) > corr(pred_i, true_j), Pearson over features, ties count half"
+        "2-way identification: per clip, fraction of the N-1 other clips j with corr(pred_i, true_i) > "
+        "corr(pred_i, true_j), Pearson over features, ties count half (Brain-Diffuser's rule counts a tie as a "
+        "failure)"
     ),
 }
 
@@ -108,7 +109,7 @@ VARIANTS.update({
     ),
     "clip_pcc_allpairs": (
         "mean off-diagonal cosine of CLIP image embeddings over all pairs of reconstructed frames, "
-        "no gate (NEURONS)"
+        "no gate (NEURONS' definition; with its CLIP: clip_pcc (NEURONS protocol))"
     ),
 })
 

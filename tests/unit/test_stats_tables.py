@@ -153,7 +153,7 @@ def test_wilcoxon_table_pairs_clips_by_id(tmp_path):
 def test_summaries_and_published_comparison():
     rows = []
     for sub, v in (("1", 0.80), ("2", 0.90), ("3", 0.85)):
-        var = "N-way top-1 with the top-3 GT classes (MinD-Video protocol): video level (x); 100 trials; N=2; c"
+        var = "N-way top-1 with the top-3 GT classes (MinD-Video's rule): video level (x); 100 trials; N=2; c"
         rows.append(dict(table.summarise(sub, "demo", "nway_topk", var, [v, v], 0), p=0.01))
         rows.append(table.summarise(sub, "demo", "ssim_rgb_uniform", "w", [0.3, 0.3], 0))
     long = pd.DataFrame(rows)

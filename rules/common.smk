@@ -197,6 +197,8 @@ def optional_feature_outputs():
 NEURAL = [d for d in config["decode"]["neural"] if d in decoder_registry.NEURAL]  # rule neural_decode's decoders
 DIFFUSERS = GENERATION_METHODS[METHOD].diffusers  # a diffusers pipeline (else the demo generator trained here)
 FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
+# GLFA stage 2 (generate.finetune.cotrain): rule cotrain_generator instead of finetune_generator
+COTRAIN = FINETUNE and config["generate"]["finetune"]["cotrain"]
 SURFACE = config["preprocess"]["surface"]
 VARIANTS = dict(config["generate"]["variants"]) or {METHOD: {}}  # generation variants, each evaluated as a method
 LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
@@ -318,6 +320,13 @@ def decoded_source(sub, kind, source, where):
             return _decoded_latents(sub, kind), "features"
         source = "ridge"
     decoder, _, dataset = source.partition(":")
+    if decoder == "cotrain":  # the co-trained head's tokens of the aligned flat maps (rule cotrain_generator)
+        if kind != "tokens" or not COTRAIN or dataset:
+            raise WorkflowError(
+                f"config key '{where}': 'cotrain' gives condition tokens only, with generate.finetune.enabled and "
+                f"generate.finetune.cotrain true; found {source!r} for {kind} (cotrain {COTRAIN})"
+            )
+        return res(f"predictions/cotrain/sub-{sub}_text_tokens.h5"), "tokens"
     if decoder == "ridge":
         target = RIDGE_TARGET[kind]
         if target not in DECODE_TARGETS or dataset:
@@ -371,7 +380,7 @@ def generate_inputs(wildcards):
             fmri_path=res(f"fmri/sub-{sub}.h5"),
         )
     if FINETUNE:
-        files["pipeline"] = f"{GENERATOR}/finetuned"
+        files["pipeline"] = f"{GENERATOR}/cotrained" if COTRAIN else f"{GENERATOR}/finetuned"
     return files
 
 

@@ -67,7 +67,7 @@ import fmrivid.generate.stages as _generate_stages
 if DIFFUSERS:
     try:
         _generate_stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
-        _generate_stages.check_finetune(config["generate"])
+        _generate_stages.check_finetune(config["generate"], config["decode"]["neural"])
     except fmrivid.errors.ConfigError as err:
         raise WorkflowError(str(err))
     _pipe = config["generate"]["pipeline"]
@@ -112,6 +112,40 @@ rule finetune_generator:
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
     params:
         cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
+        seed=config["seed"],
+        stage=stage("generate"),
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
+# GLFA stage 2 (generate.finetune.cotrain): generator, alignment and condition head co-trained; it reads every
+# subject's flat maps, hence the all-subject group "tables".
+rule cotrain_generator:
+    input:
+        vae_frames_path=res("features/vae_frames.h5"),
+        tokens_path=res("features/text_tokens.h5"),
+        splits_path=res("splits.tsv"),
+        flatmap_paths=expand(res("surface/sub-{s}_flatmaps.h5"), s=SUBJECTS),
+    output:
+        dir=directory(f"{GENERATOR}/cotrained"),
+        tokens=expand(res("predictions/cotrain/sub-{s}_text_tokens.h5"), s=SUBJECTS),
+    log:
+        log_path("cotrain_generator"),
+    benchmark:
+        bench_path("cotrain_generator")
+    group:
+        "tables"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=mem(16000),
+        runtime=240,
+        gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
+    params:
+        subjects=SUBJECTS,
+        cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
+        align_cfg=config["decode"].get("align", {}),
         seed=config["seed"],
         stage=stage("generate"),
     script:

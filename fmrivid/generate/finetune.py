@@ -50,6 +50,9 @@ FINETUNE_DEFAULTS = {
     "cond_dropout": 0.1,                       # probability of replacing a condition by the mean training condition
     "mixed_precision": "auto",                 # 'auto' (bfloat16 autocast on CUDA, off on CPU), 'bf16', 'fp16' or 'no'
     "gradient_checkpointing": False,           # recompute UNet activations in backward (real-size UNets on one GPU)
+    "cotrain": False,                          # GLFA stage 2 (seed 002 Eq. 6): co-train the UNet with the subjects' GLFA alignment and an fMRI-to-condition head on L_denoise + glfa_weight * L_GLFA (fmrivid.generate.cotrain; needs the flat maps of decode.neural 'align'); generation variants then read 'tokens: cotrain'
+    "glfa_weight": 1.0,                        # cotrain: weight of L_GLFA (Eq. 3) next to L_denoise
+    "head_rank": 64,                           # cotrain: rank of the linear bottleneck from the aligned flat map to the condition tokens
     **TRAIN_DEFAULTS,                          # steps, batch_size, lr, weight_decay, grad_clip, checkpoint_every
 }
 FINETUNE_DEFAULTS.update({"steps": 500, "batch_size": 2, "lr": 1e-5, "weight_decay": 0.0})
@@ -74,6 +77,12 @@ def finetune_settings(cfg=None):
     if not 0.0 <= float(out["cond_dropout"]) < 1.0:
         raise ConfigError(f"generate.finetune.cond_dropout: expected a probability in [0, 1); "
                           f"found {out['cond_dropout']!r}")
+    if out["cotrain"] and out["mode"] != "attention_temporal":
+        raise ConfigError(f"generate.finetune.cotrain: expected mode 'attention_temporal' (GLFA's co-training "
+                          f"fine-tunes the UNet's attention and temporal convolutions); found {out['mode']!r}")
+    if int(out["head_rank"]) < 1 or float(out["glfa_weight"]) < 0:
+        raise ConfigError(f"generate.finetune.head_rank / glfa_weight: expected a rank >= 1 and a weight >= 0; "
+                          f"found {out['head_rank']!r} / {out['glfa_weight']!r}")
     if out["mode"] == "attention_temporal" and not out["trainable"]:
         raise ConfigError("generate.finetune.trainable: expected at least one parameter-name part")
     return out

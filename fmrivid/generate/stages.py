@@ -7,6 +7,7 @@ One function per rule, named as the rule: `workflow_scripts/run_stage.py` calls 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -153,17 +154,22 @@ def check_generator_vae(generate_cfg, vae_model):
                           f"features.vae_model must be {want!r}")
 
 
-def check_finetune(generate_cfg):
+def check_finetune(generate_cfg, neural=()):
     """Raise ConfigError when ``generate.finetune.enabled`` asks to fine-tune a generator fmrivid cannot.
 
     Fine-tuning (:mod:`fmrivid.generate.finetune`) trains a text-to-video UNet3D on the training clips; the
     text-to-image generator of ``image_img2img`` (Stable Diffusion) is used as pretrained, as in seed 003.
+    Co-training (``finetune.cotrain``, :mod:`fmrivid.generate.cotrain`) needs GLFA's flat maps and settings:
+    ``align`` in ``decode.neural`` (``neural``).
     """
     from fmrivid.generate.pipelines import generator_kind
 
     method = generate_cfg["method"]
     if method == "demo" or not generate_cfg.get("finetune", {}).get("enabled", False):
         return
+    if generate_cfg["finetune"].get("cotrain") and "align" not in list(neural):
+        raise ConfigError(f"generate.finetune.cotrain: expected 'align' in decode.neural (co-training aligns the "
+                          f"subjects' flat maps with GLFA); found decode.neural {list(neural)}")
     if generator_kind(method) != "text_to_video":
         raise ConfigError(f"generate.finetune.enabled: expected false with generate.method {method!r} (its "
                           f"{generator_kind(method)} generator is used pretrained; fine-tuning trains text-to-video "
@@ -311,6 +317,53 @@ def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out
     log(f"fine-tuning {pcfg['model']} on {len(train)} training clips")
     finetune(loaded, latents.astype(np.float32), tokens.astype(np.float32), fcfg, out_dir, seed=seed,
              device=device, log=log)
+
+
+def cotrain_generator(vae_frames_path, tokens_path, splits_path, flatmap_paths, subjects, cfg, align_cfg, seed,
+                      out_dir, out_tokens, log=print):
+    """GLFA stage 2: co-train the generator, the subjects' alignment and the condition head (Eq. 6), then decode
+    every subject's test clips to condition tokens.
+
+    Parameters
+    ----------
+    vae_frames_path, tokens_path, splits_path : path
+        As :func:`finetune_generator` (training rows only; of the caption tokens only their mean enters).
+    flatmap_paths : list of path
+        ``surface/sub-<s>_flatmaps.h5`` of ``subjects``, same order.
+    cfg : dict
+        ``generate`` (``device``, ``pipeline``, ``finetune``).
+    align_cfg : dict
+        ``decode.align``.
+    out_dir : path
+        The co-trained pipeline folder (:func:`fmrivid.generate.cotrain.cotrain`).
+    out_tokens : list of path
+        ``predictions/cotrain/sub-<s>_text_tokens.h5`` per subject: the head's tokens of the subject's aligned
+        TEST maps (``features`` and ``tokens``) and ``negative_tokens``, its reading of the subject's mean
+        TRAINING map (the negative condition of sampling).
+    """
+    from fmrivid.decoders import align
+    from fmrivid.devices import resolve_device
+    from fmrivid.generate import cotrain, pipelines
+
+    train = clip_ids(read_splits(splits_path), "train")
+    ids, latents, _ = read_features(vae_frames_path, train)
+    _, tokens, _ = read_features(tokens_path, train)
+    maps = {str(s): align.read_flatmaps(p) for s, p in zip(subjects, flatmap_paths)}
+    device = resolve_device(cfg["device"], log)
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video", dtype="float32")
+    loaded = pipelines.load_pipeline(pcfg["model"], pcfg, seed=0, device=device)  # weights: as in generation
+    fcfg = {k: v for k, v in cfg.get("finetune", {}).items() if k != "enabled"}
+    cotrain.cotrain(loaded, maps, list(ids), latents.astype(np.float32), tokens.astype(np.float32), fcfg,
+                    align_cfg, out_dir, seed=seed, device=device, log=log)
+    head = Path(out_dir) / "fmri_head.safetensors"
+    for sub, path in zip(subjects, out_tokens):
+        entry = maps[str(sub)]
+        test = cotrain.decode_tokens(head, sub, entry["test_maps"], device=device)
+        negative = cotrain.decode_tokens(head, sub, entry["train_maps"].mean(0, keepdims=True), device=device)
+        write_features(path, entry["test_ids"], test, {"decoder": "cotrain", "target": "text_tokens",
+                                                       "generator": str(out_dir)},
+                       extra={"tokens": test, "negative_tokens": negative})
+        log(f"cotrain: sub-{sub} test tokens {test.shape} (+ negative_tokens of its mean training map) -> {path}")
 
 
 def merge_recon(chunk_paths, pred_path, out_recon, log=print, out_mp4=None, fps=4):

@@ -134,7 +134,8 @@ GROUPS = {
     "align": "GLFA alignment with one subject held out (reads every subject's flat maps)",
     "results": "one subject's steps after generation (merged chunks, metrics, figures)",
     "generate": "one chunk of one subject's test clips (generation and its metrics): jobs grow with chunks, not clips",
-    "tables": "the combined tables, figures and provenance, and other steps reading every subject (group_average)",
+    "tables": "the combined tables, figures and provenance, and other steps reading every subject (group_average, "
+              "cotrain_generator)",
 }
 PER_SUBJECT = {"fmri", "align", "results", "generate"}
 UNGROUPED = {"all"}  # no action: never submitted

@@ -76,14 +76,24 @@ def test_audio_guided_fused_and_fmri_only_videos_are_two_methods(tiny_run, tmp_p
     assert np.abs(fused.astype(float) - only.astype(float)).mean() > 0.5
 
 
-def test_glfa_cross_subject_videos_come_from_a_decoder_trained_on_the_other_subjects(tiny_run, tmp_path):
+def test_glfa_cotrains_the_generator_and_decodes_cross_subject_from_the_other_subjects(tiny_run, tmp_path):
     res = run_recipe(tiny_run, tmp_path, "glfa", "results/recon/glfa_cross_subject/sub-02.h5",
-                     "results/recon/glfa/sub-02.h5", finetune={"enabled": False},
+                     "results/recon/glfa/sub-02.h5",
+                     finetune={"steps": 2, "batch_size": 2, "checkpoint_every": 2, "head_rank": 4},
                      targets=["text", "image", "vae", "text_tokens"])  # (the real-data default; test.yaml drops it)
     ids, cross, attrs = read_features(res / "recon/glfa_cross_subject/sub-02.h5")
-    _, within, _ = read_features(res / "recon/glfa/sub-02.h5")
+    _, within, w_attrs = read_features(res / "recon/glfa/sub-02.h5")
     assert json.loads(attrs["inputs"])["text_tokens"].endswith("predictions/align/sub-02_text.h5[tokens]")
     assert cross.shape == within.shape and not np.array_equal(cross, within)
+    # stage 2 (Eq. 6): the within-subject videos come from the co-trained generator, conditioned on its head's
+    # tokens of sub-02's aligned test maps; both loss terms were trained
+    assert json.loads(w_attrs["inputs"])["text_tokens"].endswith("predictions/cotrain/sub-02_text_tokens.h5[tokens]")
+    assert w_attrs["generator"].endswith("generator/cotrained")
+    losses = (res / "models/generator/cotrained/losses.tsv").read_text().splitlines()
+    assert {"denoise", "glfa"} <= set(losses[0].split("\t"))
+    with h5py.File(res / "predictions/cotrain/sub-02_text_tokens.h5") as f:
+        assert f["tokens"].shape[0] == len(ids) and f["negative_tokens"].shape[0] == 1
+        assert list(f["clip_id"].asstr()[()]) == list(ids)
     with h5py.File(res / "predictions/align/sub-02_text.h5") as f:
         assert f.attrs["heldout"] == "02" and f["tokens"].shape[0] == len(ids) and f["negative_tokens"].shape[0] == 1
     log = (res / "logs/align_decode_sub-02.log").read_text()

@@ -54,8 +54,11 @@ def test_dry_run_lists_every_rule(tmp_path):
                  "features": {"vae_model": "tiny#vae", "tokens": {"enabled": True}},
                  "decode": {"targets": ["text", "image", "vae", "text_tokens"]}}
     (tmp_path / "diffusers.yaml").write_text(yaml.safe_dump(diffusers))
-    assert demo == defined_rules() - {"finetune_generator", "stimulus_table"}  # the demo ships its clip table
+    assert demo == defined_rules() - {"finetune_generator", "cotrain_generator", "stimulus_table"}  # (its clips)
     assert "finetune_generator" in plan(REPO / "config/demo.yaml", tmp_path / "diffusers.yaml")
+    diffusers["generate"].update(finetune={"enabled": True, "cotrain": True}, variants={"glfa": {"tokens": "cotrain"}})
+    (tmp_path / "cotrain.yaml").write_text(yaml.safe_dump(diffusers))
+    assert "cotrain_generator" in plan(REPO / "config/demo.yaml", tmp_path / "cotrain.yaml")
 
 
 # `tiny_run` (one local run of config/test.yaml, shared with tests/cluster) lives in tests/conftest.py.

@@ -147,7 +147,12 @@ def cotrain(pipe, maps_by_subject, latent_ids, latents, train_tokens, cfg, align
 
     from fmrivid.decoders import align as align_mod
     from fmrivid.decoders.train import TRAIN_DEFAULTS, fit, save_model, write_losses
-    from fmrivid.generate.finetune import _atomic_dir, _autocast, finetune_settings, trainable_parameter_names
+    from fmrivid.generate.finetune import (
+        _atomic_dir,
+        _autocast,
+        finetune_settings,
+        trainable_parameter_names,
+    )
     from fmrivid.generate.pipelines import _pipe
 
     fcfg = finetune_settings(cfg)
@@ -283,7 +288,6 @@ def cotrain(pipe, maps_by_subject, latent_ids, latents, train_tokens, cfg, align
 
 def load_head(path, device="cpu"):
     """``(modules, head, meta)`` of a co-trained ``fmri_head.safetensors``; ``modules[target]`` is None."""
-    torch = _torch()
     from fmrivid.decoders import align as align_mod
     from fmrivid.decoders.train import load_state
 

@@ -123,6 +123,23 @@ _CHOICES = {
 # --------------------------------------------------------------------------- config
 
 
+def merge_settings(defaults, choices, cfg, overrides, key="generate.pipeline"):
+    """``cfg`` then ``overrides`` merged over ``defaults``: unknown keys and values outside ``choices`` (key ->
+    allowed values) raise ``ConfigError`` naming ``<key>.<name>``. Shared by every generator backend's
+    ``settings`` (this module's, :mod:`fmrivid.generate.animatediff`, :mod:`fmrivid.generate.wan`)."""
+    cfg = dict(cfg or {})
+    cfg.update(overrides)
+    unknown = sorted(set(cfg) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{key}: expected keys among {sorted(defaults)}; found unknown key(s) {unknown}")
+    out = dict(defaults)
+    out.update(cfg)
+    for name, allowed in choices.items():
+        if out[name] not in allowed:
+            raise ConfigError(f"{key}.{name}: expected one of {list(allowed)}; found {out[name]!r}")
+    return out
+
+
 def settings(cfg=None, **overrides):
     """``cfg`` merged over :data:`DEFAULTS`, validated.
 
@@ -142,16 +159,7 @@ def settings(cfg=None, **overrides):
     ConfigError
         Unknown key, value outside its choices, or a non-positive count.
     """
-    cfg = dict(cfg or {})
-    cfg.update(overrides)
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"generate: unknown key(s) {unknown}; expected some of {sorted(DEFAULTS)}")
-    out = dict(DEFAULTS)
-    out.update(cfg)
-    for key, choices in _CHOICES.items():
-        if out[key] not in choices:
-            raise ConfigError(f"generate.{key}: expected one of {list(choices)}; found {out[key]!r}")
+    out = merge_settings(DEFAULTS, _CHOICES, cfg, overrides)
     for key in ("num_frames", "height", "width", "steps", "batch_size"):
         if int(out[key]) < 1:
             raise ConfigError(f"generate.{key}: expected a positive integer; found {out[key]!r}")
@@ -488,19 +496,21 @@ def _timesteps(sched, steps, strength, device):
         return sched.timesteps, 0
     init = min(int(int(steps) * float(strength)), int(steps))
     if init < 1:
-        raise ConfigError(f"generate.strength {strength} with {steps} steps leaves no step to run; "
-                          f"raise strength or steps")
+        raise ConfigError(f"generate.pipeline.strength: expected strength*steps >= 1 (at least one step to run); "
+                          f"found strength {strength} with {steps} steps (raise strength or steps)")
     start = (int(steps) - init) * sched.order
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(start)
     return sched.timesteps[start:], start
 
 
-def _sample_lane(pipe, sched_proto, noise, init, tokens, negative, gens, scfg, device, dtype):
+def _sample_lane(pipe, sched_proto, noise, init, tokens, negative, gens, scfg, device, dtype, frames_per_row=1):
     """Denoise one lane of clips (one UNet batch): returns float32 latents (B, C, T, h, w) on device.
 
     ``noise`` (B, C, T, h, w) float32 CPU; ``init`` the img2img latents or None;
-    ``tokens`` (B, L, D); ``negative`` (B, L, D) or None (no guidance).
+    ``tokens`` (B, L, D); ``negative`` (B, L, D) or None (no guidance). ``frames_per_row``: T for a 2-D UNet
+    with motion modules (AnimateDiff's ``UNetMotionModel`` folds the frames into the batch, one text row per
+    frame: :mod:`fmrivid.generate.animatediff`); 1 for a 3-D UNet.
     """
     import torch
 
@@ -517,6 +527,8 @@ def _sample_lane(pipe, sched_proto, noise, init, tokens, negative, gens, scfg, d
     guided = negative is not None
     emb = torch.cat([negative, tokens]) if guided else tokens
     emb = emb.to(device, dtype)
+    if frames_per_row > 1:
+        emb = emb.repeat_interleave(int(frames_per_row), dim=0)
     step_kwargs = {"generator": gens}
     if scfg["scheduler"] == "ddim":
         step_kwargs["eta"] = float(scfg["eta"])

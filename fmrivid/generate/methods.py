@@ -8,7 +8,8 @@ frame latents (the motion / fusion decoder's, else ridge ``vae_frames``); ``capt
 embedding the demo generator reads. ``generator`` is the :data:`fmrivid.models.KINDS` kind that
 ``generate.pipeline.model`` is loaded as (``text_to_video``: a TextToVideoSDPipeline such as ModelScope;
 ``text_to_image``: a Stable Diffusion StableDiffusionImg2ImgPipeline, sampled frame by frame in
-:mod:`fmrivid.generate.image`); ``scheduler`` what ``generate.pipeline.scheduler: auto`` means for the method.
+:mod:`fmrivid.generate.image`; ``animatediff``: an AnimateDiffPipeline, :mod:`fmrivid.generate.animatediff`);
+``scheduler`` what ``generate.pipeline.scheduler: auto`` means for the method.
 Adding a method: its entry here, its handling in :mod:`fmrivid.generate.pipelines` (or
 :mod:`fmrivid.generate.image`), its test. This module imports nothing heavy (the DAG reads it when it plans).
 """
@@ -37,6 +38,11 @@ METHODS = {m.name: m for m in [
     Method("two_stage", "from the decoded first-frame latent (Brain-Diffuser)", {"text_tokens": "tokens", "vae": "first"}),
     Method("image_img2img", "per frame: Stable Diffusion img2img from the decoded low-level latents (Brain-Diffuser)",
            {"text_tokens": "tokens", "vae": "frames"}, generator="text_to_image", scheduler="ddpm"),
+    Method("animatediff", "AnimateDiff (Stable Diffusion 1.5 + motion adapter, maintained upstream) from noise",
+           {"text_tokens": "tokens"}, generator="animatediff"),
+    Method("neuroclips", "AnimateDiff from the decoded blurry video (frame latents) as init, its first frame the "
+           "decoded keyframe latent (NeuroClips-style)",
+           {"text_tokens": "tokens", "first_frame": "first", "motion": "frames"}, generator="animatediff"),
 ]}
 
 #: what generate.pipeline.model must be for each generator kind (schema description)
@@ -46,6 +52,10 @@ _GENERATORS = {
                      "stable-diffusion-v1-5/stable-diffusion-v1-5), with features.vae_model '<model>#vae' and the "
                      "token features from features.tokens.model '<model>#text_encoder'; generate.pipeline.scheduler "
                      "auto is ddpm for it (ddim for the others)",
+    "animatediff": "a Stable Diffusion 1.x model (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5) combined with "
+                   "generate.pipeline.motion_adapter, or a saved AnimateDiffPipeline folder (fmrivid/generate/"
+                   "animatediff.py), with features.vae_model '<model>#vae' and the token features of its CLIP text "
+                   "encoder",
 }
 
 #: decoded inputs of each diffusers method (keywords of generate_chunk)

@@ -98,9 +98,11 @@ DEFAULTS = {
     "decode_slice": 8,          # frames per VAE decode call (VAE slicing); 0 = all frames of a batch in one call
     "vae_upcast": "auto",       # decode in float32: 'auto' (when the VAE config says force_upcast), true or false
     "exact_cpu": True,          # on CPU, clip by clip so a clip is bit-identical whatever the batch size
+    "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2",  # animatediff / neuroclips: the MotionAdapter combined with a Stable Diffusion 1.x model (hub id or folder; unused for 'tiny' and saved AnimateDiff pipelines)
+    "beta_schedule": "linear",  # animatediff / neuroclips: sampler betas ('linear': AnimateDiff's, its motion modules were trained with it; 'scaled_linear' / 'pipeline': Stable Diffusion's)
 }
 
-METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img")
+METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img", "animatediff", "neuroclips")
 
 #: Decoded features each method needs (keys of ``cond`` besides ``negative``).
 METHOD_INPUTS = {
@@ -108,6 +110,8 @@ METHOD_INPUTS = {
     "structure_motion": ("text_tokens", "first_frame", "motion"),
     "two_stage": ("text_tokens", "vae"),
     "image_img2img": ("text_tokens", "vae"),  # fmrivid.generate.image
+    "animatediff": ("text_tokens",),  # fmrivid.generate.animatediff, from noise
+    "neuroclips": ("text_tokens", "first_frame", "motion"),  # AnimateDiff from the decoded keyframe + blurry video
 }
 
 _CHOICES = {
@@ -117,6 +121,7 @@ _CHOICES = {
     "motion_mode": ("absolute", "residual"),
     "dtype": ("auto", "float16", "bfloat16", "float32"),
     "attention": ("sdpa", "classic"),
+    "beta_schedule": ("linear", "scaled_linear", "pipeline"),
 }
 
 
@@ -238,6 +243,11 @@ def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
     from fmrivid import models
 
     scfg = settings(cfg)
+    if generator_kind(scfg["method"]) == "animatediff":  # its own loader: a Stable Diffusion model + MotionAdapter
+        from fmrivid.generate import animatediff
+
+        return animatediff.load(spec, seed=seed, device=device, motion_adapter=scfg["motion_adapter"],
+                                tiny_config=tiny_config)
     loaded = models.load(spec, generator_kind(scfg["method"]), seed=seed, device=device, tiny_config=tiny_config)
     prepare_pipeline(loaded.model, device, scfg)
     return loaded
@@ -563,6 +573,27 @@ def _decode(pipe, lat, slice_size, upcast, dtype):
     return x.reshape(b, t, 3, x.shape[-2], x.shape[-1]).permute(0, 1, 3, 4, 2).cpu().numpy()
 
 
+def animatediff_settings(scfg):
+    """The :mod:`fmrivid.generate.animatediff` settings of a validated ``generate.pipeline`` section."""
+    from fmrivid.generate import animatediff
+
+    return animatediff.settings({k: v for k, v in scfg.items() if k in animatediff.DEFAULTS})
+
+
+def _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log):
+    """``animatediff`` (from noise) and ``neuroclips`` (the decoded blurry video as init, its first frame the
+    decoded keyframe) through :func:`fmrivid.generate.animatediff.generate`."""
+    from fmrivid.generate import animatediff
+
+    if method == "neuroclips" and scfg["motion_mode"] != "absolute":
+        raise ConfigError(f"generate.pipeline.motion_mode: expected 'absolute' for neuroclips (the decoded blurry "
+                          f"video is frame latents); found {scfg['motion_mode']!r}")
+    inputs = {k: cond[k] for k in ("text_tokens", "negative") if k in cond}
+    if method == "neuroclips":
+        inputs.update(init_latents=cond["motion"], first_frame=cond["first_frame"])
+    return animatediff.generate(pipe, inputs, clip_ids, animatediff_settings(scfg), seed, device=device, log=log)
+
+
 def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
     """Generate one video per clip id from decoded features.
 
@@ -608,6 +639,8 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
         from fmrivid.generate.image import generate_frames
 
         return generate_frames(pipe, cond, clip_ids, scfg, seed, device=device, log=log)
+    if generator_kind(method) == "animatediff":
+        return _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log)
     pipe = _pipe(pipe)
     clip_ids = [str(c) for c in clip_ids]
     n = len(clip_ids)

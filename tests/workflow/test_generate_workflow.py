@@ -56,3 +56,36 @@ def test_vae_model_must_be_the_generators(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "features.vae_model" in out and "generate.pipeline.model" in out and "'tiny#vae'" in out
+
+
+def test_neuroclips_style_animatediff_through_the_dag(tiny_run, tmp_path):
+    """generate.method neuroclips: a tiny real AnimateDiffPipeline (maintained upstream) from the decoded blurry
+    video (ridge vae_frames) with the decoded keyframe as first frame; a clip's video does not depend on its
+    chunk; the shuffled control differs; no deprecation notice."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    config = generate_config(tmp_path, method="neuroclips", shuffled_control=True,
+                             pipeline=dict(PIPELINE, steps=3, strength=0.7))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["features"]["vae_all_frames"] = True
+    cfg["decode"]["targets"] = ["text", "image", "vae", "text_tokens", "vae_frames"]
+    config.write_text(yaml.safe_dump(cfg))
+    targets = ["results/recon/neuroclips/sub-01.h5", "results/recon/neuroclips_shuffled/sub-01.h5"]
+    smk(work, *targets, "--cores", "2", "--configfile", str(config))
+    res = work / "results"
+    ids, video, attrs = read_features(res / "recon/neuroclips/sub-01.h5")
+    _, shuffled, _ = read_features(res / "recon/neuroclips_shuffled/sub-01.h5")
+    chunk_attrs = read_features(res / "recon/neuroclips/sub-01/chunk-000.h5")[2]
+    inputs = json.loads(chunk_attrs["inputs"])
+    assert inputs["first_frame"].endswith("predictions/ridge/sub-01_vae.h5[features]")
+    assert inputs["motion"].endswith("predictions/ridge/sub-01_vae_frames.h5[features]")
+    assert video.dtype == np.uint8 and video.shape == (len(ids), 4, 32, 32, 3) and video.std() > 0
+    assert np.abs(video.astype(float) - shuffled.astype(float)).mean() > 0.5
+    log = (res / "logs/generate_neuroclips_sub-01_chunk-000.log").read_text()
+    assert "generate[animatediff]" in log and "deprecat" not in log.lower()
+    # per-clip seeds: another chunking gives every clip the same video
+    cfg["generate"]["chunk_size"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+    smk(work, targets[0], "--cores", "2", "--configfile", str(config))
+    ids3, video3, _ = read_features(res / "recon/neuroclips/sub-01.h5")
+    assert ids3 == ids and np.array_equal(video3, video)

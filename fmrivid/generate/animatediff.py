@@ -59,14 +59,18 @@ import contextlib
 import json
 import logging
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 
 from fmrivid.errors import ConfigError, InputError
-from fmrivid.generate.pipelines import _decode, _torch_dtype, merge_settings
-from fmrivid.utils import clip_seed
+from fmrivid.generate.pipelines import (
+    _empty_prompt_embedding,
+    _torch_dtype,
+    check_clip_ids,
+    merge_settings,
+    sample_batches,
+)
 
 __all__ = ["DEFAULTS", "SD15_REAL_SIZE_CONFIG", "TINY", "generate", "initial_video", "load", "prepare",
            "sample_latents", "scheduler", "settings"]
@@ -519,15 +523,6 @@ def initial_video(cond, num_frames):
 # --------------------------------------------------------------------------- sampling
 
 
-def _empty_prompt_embedding(pipe, device):
-    import torch
-
-    with torch.inference_mode():
-        ids = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(device)
-        return pipe.text_encoder(ids)[0][0].float().cpu().numpy()
-
-
 def _timesteps(sched, steps, strength, device):
     """Timesteps to run: all, or the last ``strength`` of them (img2img, as diffusers' get_timesteps)."""
     from fmrivid.generate.pipelines import _timesteps as timesteps
@@ -609,12 +604,8 @@ def generate(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
 
     scfg = settings(cfg)
     pipe = _pipe(pipe)
-    clip_ids = [str(c) for c in clip_ids]
+    clip_ids = check_clip_ids(clip_ids)
     n = len(clip_ids)
-    if n == 0:
-        raise InputError("clip_ids", "at least one clip id", "none")
-    if len(set(clip_ids)) != n:
-        raise InputError("clip_ids", "unique clip ids", f"{n - len(set(clip_ids))} duplicates")
     cond = _check_cond(cond, n, scfg, pipe)
     init_all = initial_video(cond, scfg["num_frames"])
     factor = int(getattr(pipe, "vae_scale_factor", 8))
@@ -634,8 +625,6 @@ def generate(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
     device = torch.device(device)
     dtype = _torch_dtype(scfg["dtype"], device)
     prepare(pipe, device, dtype)
-    upcast = scfg["vae_upcast"] if scfg["vae_upcast"] != "auto" else \
-        bool(getattr(pipe.vae.config, "force_upcast", False)) and dtype == torch.float16
     negative = None
     if float(scfg["guidance_scale"]) > 1.0:
         neg = cond["negative"] if scfg["negative"] == "mean_train" else _empty_prompt_embedding(pipe, device)
@@ -644,31 +633,15 @@ def generate(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
         negative = torch.from_numpy(np.ascontiguousarray(neg))
     proto = scheduler(pipe, scfg)
     tokens_all = torch.from_numpy(np.ascontiguousarray(cond["text_tokens"]))
-    bs = int(scfg["batch_size"])
-    lane = 1 if (device.type == "cpu" and scfg["exact_cpu"]) else bs
     steps = int(scfg["steps"])
     steps_run = steps if init_all is None else min(int(steps * scfg["strength"]), steps)
-    out, t0, n_batches = [], time.perf_counter(), -(-n // bs)
-    with torch.inference_mode():
-        for bi, start in enumerate(range(0, n, bs)):
-            stop = min(n, start + bs)
-            gens = [torch.Generator().manual_seed(clip_seed(seed, c)) for c in clip_ids[start:stop]]
-            noise = torch.cat([torch.randn((1,) + tuple(shape), generator=g) for g in gens])
-            lats = []
-            for j in range(0, stop - start, lane):
-                sl = slice(j, min(stop - start, j + lane))
-                init = None if init_all is None else torch.from_numpy(init_all[start + sl.start:start + sl.stop])
-                toks = tokens_all[start + sl.start:start + sl.stop]
-                neg = None if negative is None else negative[None].expand(len(toks), -1, -1)
-                lats.append(sample_latents(pipe, proto, noise[sl], init, toks, neg, gens[sl], scfg, device, dtype))
-            if lane == 1:  # per clip: decoding is per clip too, so nothing depends on the batch
-                video = np.concatenate([_decode(pipe, z, scfg["decode_slice"], upcast, dtype) for z in lats])
-            else:
-                video = _decode(pipe, torch.cat(lats), scfg["decode_slice"], upcast, dtype)
-            out.append(video)
-            dt = time.perf_counter() - t0
-            log(f"generate[animatediff]: batch {bi + 1}/{n_batches}, clips {start + 1}-{stop} of {n}, {dt:.1f} s "
-                f"({dt / stop:.2f} s/clip, {shape[1]} frames, {scfg['scheduler']} {steps_run}/{steps} steps"
-                + ("" if init_all is None else f" from strength {scfg['strength']:g}")
-                + f", {str(dtype).replace('torch.', '')} on {device})")
-    return np.concatenate(out)
+
+    def log_line(batch, n_batches, stop, dt):
+        start = (batch - 1) * int(scfg["batch_size"])
+        log(f"generate[animatediff]: batch {batch}/{n_batches}, clips {start + 1}-{stop} of {n}, {dt:.1f} s "
+            f"({dt / stop:.2f} s/clip, {shape[1]} frames, {scfg['scheduler']} {steps_run}/{steps} steps"
+            + ("" if init_all is None else f" from strength {scfg['strength']:g}")
+            + f", {str(dtype).replace('torch.', '')} on {device})")
+
+    return sample_batches(pipe, proto, clip_ids, seed, shape, init_all, tokens_all, negative, scfg, device, dtype,
+                          log_line, sample_fn=sample_latents)

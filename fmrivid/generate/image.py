@@ -117,12 +117,8 @@ def generate_frames(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
     scfg = gp.settings(cfg, method=METHOD)
     scfg["scheduler"] = gp.scheduler_name(scfg)
     pipe = gp._pipe(pipe)
-    clip_ids = [str(c) for c in clip_ids]
+    clip_ids = gp.check_clip_ids(clip_ids)
     n = len(clip_ids)
-    if n == 0:
-        raise InputError("clip_ids", "at least one clip id", "none")
-    if len(set(clip_ids)) != n:
-        raise InputError("clip_ids", "unique clip ids", f"{n - len(set(clip_ids))} duplicates")
     steps, strength = int(scfg["steps"]), float(scfg["strength"])
     if min(int(steps * strength), steps) < 1:
         raise ConfigError(f"generate.pipeline.strength {strength} with {steps} steps leaves no step to run; "

@@ -573,6 +573,62 @@ def _decode(pipe, lat, slice_size, upcast, dtype):
     return x.reshape(b, t, 3, x.shape[-2], x.shape[-1]).permute(0, 1, 3, 4, 2).cpu().numpy()
 
 
+def check_clip_ids(clip_ids):
+    """Clip ids as a list of str: at least one, no duplicates (each names its clip's seed)."""
+    clip_ids = [str(c) for c in clip_ids]
+    if not clip_ids:
+        raise InputError("clip_ids", "at least one clip id", "none")
+    if len(set(clip_ids)) != len(clip_ids):
+        raise InputError("clip_ids", "unique clip ids", f"{len(clip_ids) - len(set(clip_ids))} duplicates")
+    return clip_ids
+
+
+def vae_upcast(pipe, scfg, dtype):
+    """Whether frames are decoded in float32: ``vae_upcast`` true/false, or (auto) when the VAE config says
+    ``force_upcast`` and the run is in float16."""
+    import torch
+
+    if scfg["vae_upcast"] != "auto":
+        return bool(scfg["vae_upcast"])
+    return bool(getattr(pipe.vae.config, "force_upcast", False)) and dtype == torch.float16
+
+
+def sample_batches(pipe, sched_proto, clip_ids, seed, shape, init_all, tokens_all, negative, scfg, device, dtype,
+                   log_line, sample_fn=None):
+    """The batch loop every UNet backend shares: per-clip noise from ``clip_seed(seed, clip id)``, ``batch_size``
+    clips per batch, one clip per UNet call on CPU with ``exact_cpu`` (then decoded alone too, so a clip's video
+    never depends on its batch-mates), frames decoded by :func:`_decode`; ``log_line(batch, n_batches, stop,
+    seconds)`` is called after each batch (and logs its progress line). ``sample_fn`` (default :func:`_sample_lane`) denoises one lane.
+
+    Returns uint8 (N, T, H, W, 3)."""
+    import torch
+
+    sample_fn = sample_fn or _sample_lane
+    n, bs = len(clip_ids), int(scfg["batch_size"])
+    lane = 1 if (device.type == "cpu" and scfg["exact_cpu"]) else bs
+    upcast = vae_upcast(pipe, scfg, dtype)
+    out, t0, n_batches = [], time.perf_counter(), -(-n // bs)
+    with torch.inference_mode():
+        for bi, start in enumerate(range(0, n, bs)):
+            stop = min(n, start + bs)
+            gens = [torch.Generator().manual_seed(clip_seed(seed, c)) for c in clip_ids[start:stop]]
+            noise = torch.cat([torch.randn((1,) + tuple(shape), generator=g) for g in gens])
+            lats = []
+            for j in range(0, stop - start, lane):
+                sl = slice(j, min(stop - start, j + lane))
+                init = None if init_all is None else torch.from_numpy(init_all[start + sl.start:start + sl.stop])
+                toks = tokens_all[start + sl.start:start + sl.stop]
+                neg = None if negative is None else negative[None].expand(len(toks), -1, -1)
+                lats.append(sample_fn(pipe, sched_proto, noise[sl], init, toks, neg, gens[sl], scfg, device, dtype))
+            if lane == 1:
+                video = np.concatenate([_decode(pipe, z, scfg["decode_slice"], upcast, dtype) for z in lats])
+            else:
+                video = _decode(pipe, torch.cat(lats), scfg["decode_slice"], upcast, dtype)
+            out.append(video)
+            log_line(bi + 1, n_batches, stop, time.perf_counter() - t0)
+    return np.concatenate(out)
+
+
 def animatediff_settings(scfg):
     """The :mod:`fmrivid.generate.animatediff` settings of a validated ``generate.pipeline`` section."""
     from fmrivid.generate import animatediff
@@ -642,18 +698,12 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
     if generator_kind(method) == "animatediff":
         return _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log)
     pipe = _pipe(pipe)
-    clip_ids = [str(c) for c in clip_ids]
+    clip_ids = check_clip_ids(clip_ids)
     n = len(clip_ids)
-    if n == 0:
-        raise InputError("clip_ids", "at least one clip id", "none")
-    if len(set(clip_ids)) != n:
-        raise InputError("clip_ids", "unique clip ids", f"{n - len(set(clip_ids))} duplicates")
     cond = _check_cond(method, cond, n, scfg, pipe)
     device = torch.device(device)
     prepare_pipeline(pipe, device, scfg)
     dtype = _torch_dtype(scfg["dtype"], device)
-    upcast = scfg["vae_upcast"] if scfg["vae_upcast"] != "auto" else \
-        bool(getattr(pipe.vae.config, "force_upcast", False)) and dtype == torch.float16
     guided = float(scfg["guidance_scale"]) > 1.0
     negative = None
     if guided:
@@ -673,30 +723,11 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
         shape = init_all.shape[1:]
     sched_proto = _scheduler(pipe, scfg["scheduler"])
     tokens_all = torch.from_numpy(np.ascontiguousarray(cond["text_tokens"]))
-    bs = int(scfg["batch_size"])
-    lane = 1 if (device.type == "cpu" and scfg["exact_cpu"]) else bs
-    out, t0 = [], time.perf_counter()
-    n_batches = -(-n // bs)
-    with torch.inference_mode():
-        for bi, start in enumerate(range(0, n, bs)):
-            stop = min(n, start + bs)
-            gens = [torch.Generator().manual_seed(clip_seed(seed, c)) for c in clip_ids[start:stop]]
-            noise = torch.cat([torch.randn((1,) + tuple(shape), generator=g) for g in gens])
-            lats = []
-            for j in range(0, stop - start, lane):
-                sl = slice(j, min(stop - start, j + lane))
-                init = None if init_all is None else torch.from_numpy(init_all[start + sl.start:start + sl.stop])
-                toks = tokens_all[start + sl.start:start + sl.stop]
-                neg = None if negative is None else negative[None].expand(len(toks), -1, -1)
-                lats.append(_sample_lane(pipe, sched_proto, noise[sl], init, toks, neg, gens[sl], scfg,
-                                         device, dtype))
-            if lane == 1:  # per clip: decoding is per clip too, so nothing depends on the batch
-                video = np.concatenate([_decode(pipe, z, scfg["decode_slice"], upcast, dtype) for z in lats])
-            else:
-                video = _decode(pipe, torch.cat(lats), scfg["decode_slice"], upcast, dtype)
-            out.append(video)
-            dt = time.perf_counter() - t0
-            log(f"generate[{method}] batch {bi + 1}/{n_batches}: {stop}/{n} clips "
-                f"({dt:.1f} s, {dt / stop:.2f} s/clip, {scfg['steps']} steps, {str(dtype).replace('torch.', '')}"
-                f" on {device})")
-    return np.concatenate(out)
+
+    def log_line(batch, n_batches, stop, dt):
+        log(f"generate[{method}] batch {batch}/{n_batches}: {stop}/{n} clips "
+            f"({dt:.1f} s, {dt / stop:.2f} s/clip, {scfg['steps']} steps, {str(dtype).replace('torch.', '')}"
+            f" on {device})")
+
+    return sample_batches(pipe, sched_proto, clip_ids, seed, shape, init_all, tokens_all, negative, scfg, device,
+                          dtype, log_line)

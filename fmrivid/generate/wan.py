@@ -661,12 +661,10 @@ def generate(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
 
     scfg = settings(cfg)
     pipe = _pipe(pipe)
-    clip_ids = [str(c) for c in clip_ids]
+    from fmrivid.generate.pipelines import check_clip_ids
+
+    clip_ids = check_clip_ids(clip_ids)
     n = len(clip_ids)
-    if n == 0:
-        raise InputError("clip_ids", "at least one clip id", "none")
-    if len(set(clip_ids)) != n:
-        raise InputError("clip_ids", "unique clip ids", f"{n - len(set(clip_ids))} duplicates")
     tokens, length = _tokens(cond, n, text_dim(pipe), scfg["max_sequence_length"])
     negative = _negative(pipe, cond, scfg, tokens.shape[1:], length)
     tokens = _pad(tokens, length)

@@ -336,6 +336,10 @@ NAMES = ("fmrivid",) + tuple(PROTOCOLS)
 NOT_IN_CODE = {
     ("mindvideo", "psnr"): "MinD-Video's public evaluation code (scripts/run_metrics.py, eval_metrics.py) "
                            "computes no PSNR: no protocol to reproduce",
+    ("mind_animator", "retrieval_large_top10"): "Mind-Animator's large set adds its own HCP clips' embeddings, "
+                                                "which are not public (Retrieval/Large_set.py): fmrivid's "
+                                                "large-gallery row (other clips as distractors) is fmrivid_value, "
+                                                "not parity",
 }
 
 

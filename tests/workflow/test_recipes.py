@@ -155,3 +155,16 @@ def test_brain_diffuser_refines_every_frame_with_stable_diffusion_img2img(tiny_r
     assert np.abs(np.diff(video.astype(int), axis=1)).mean() > 0  # frames differ: each from its own latent
     log = (res / "logs/generate_image_img2img_sub-01_chunk-000.log").read_text()
     assert "generate[image_img2img]" in log and "ddpm" in log and "strength 0.75" in log
+
+
+def test_neuroclips_recipe_animates_the_decoded_blurry_video_from_the_decoded_keyframe(tiny_run, tmp_path):
+    res = run_recipe(tiny_run, tmp_path, "neuroclips", "results/recon/neuroclips/sub-01.h5")
+    ids, video, _ = read_features(res / "recon/neuroclips/sub-01.h5")
+    attrs = read_features(res / "recon/neuroclips/sub-01/chunk-000.h5")[2]
+    inputs = json.loads(attrs["inputs"])
+    assert inputs["first_frame"].endswith("predictions/structure/sub-01_vae.h5[features]")  # the keyframe
+    assert inputs["motion"].endswith("predictions/motion/sub-01_vae_frames.h5[features]")  # the blurry video
+    assert inputs["text_tokens"].endswith("predictions/ridge/sub-01_text_tokens.h5[features]")
+    assert video.dtype == np.uint8 and video.shape[0] == len(ids) and video.std() > 0
+    log = (res / "logs/generate_neuroclips_sub-01_chunk-000.log").read_text()
+    assert "generate[animatediff]" in log and "from strength" in log and "deprecat" not in log.lower()

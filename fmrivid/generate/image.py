@@ -30,6 +30,7 @@ with :func:`fmrivid.generate.pipelines` ``_decode`` (VAE slicing, float32 upcast
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -120,17 +121,14 @@ def generate_frames(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
     clip_ids = gp.check_clip_ids(clip_ids)
     n = len(clip_ids)
     steps, strength = int(scfg["steps"]), float(scfg["strength"])
-    if min(int(steps * strength), steps) < 1:
-        raise ConfigError(f"generate.pipeline.strength {strength} with {steps} steps leaves no step to run; "
-                          f"raise strength or steps")
     proto = gp._scheduler(pipe, scfg["scheduler"])
+    gp._timesteps(copy.deepcopy(proto), steps, strength, "cpu")  # refuses a strength that leaves no step
     img2img_pipeline(pipe, proto)  # checks the generator before any work
     cond = gp._check_cond(METHOD, cond, n, scfg, pipe)
     device = torch.device(device)
     gp.prepare_pipeline(pipe, device, scfg)
     dtype = gp._torch_dtype(scfg["dtype"], device)
-    upcast = scfg["vae_upcast"] if scfg["vae_upcast"] != "auto" else \
-        bool(getattr(pipe.vae.config, "force_upcast", False)) and dtype == torch.float16
+    upcast = gp.vae_upcast(pipe, scfg, dtype)
     guidance = float(scfg["guidance_scale"])
     negative = None
     if guidance > 1.0:

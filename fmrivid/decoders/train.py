@@ -225,7 +225,8 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
     ckpt_dir : path or None
         Where checkpoints go; None disables checkpointing and resume.
     params : iterable, optional
-        Parameters to optimise (default: every parameter that requires grad).
+        Parameters to optimise (default: every parameter that requires grad), or parameter groups (dicts with
+        ``params`` and their own peak ``lr``; the schedule scales each group's peak).
 
     Returns
     -------
@@ -242,8 +243,15 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
     device = torch.device(device)
     fp = fingerprint(tcfg, data, seed, model)  # before training changes the parameters
     data = {k: v.to(device) for k, v in data.items()}
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
+    params = list(params if params is not None else model.parameters())
+    if params and isinstance(params[0], dict):  # parameter groups, each with its own peak "lr"
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+    else:
+        groups = [{"params": [p for p in params if p.requires_grad], "lr": tcfg["lr"]}]
+    for g in groups:
+        g["base_lr"] = float(g.get("lr", tcfg["lr"]))
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     steps = int(tcfg["steps"])
     start, history = (0, []) if ckpt_dir is None else _load_checkpoint(ckpt_dir, model, optimizer, fp, device, log)
     every = max(1, steps // 10)
@@ -256,7 +264,7 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
     model.train()
     for step in range(start, steps):
         for group in optimizer.param_groups:
-            group["lr"] = tcfg["lr"] * _lr_factor(step, steps)
+            group["lr"] = group["base_lr"] * _lr_factor(step, steps)
         idx = _batch_index(n, int(tcfg["batch_size"]), seed, step).to(device)
         batch = {k: v[idx] for k, v in data.items()}
         gen = step_generator(seed, step, device.type)

@@ -264,7 +264,9 @@ def cotrain(pipe, maps_by_subject, latent_ids, latents, train_tokens, cfg, align
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else out_dir.with_name(out_dir.name + ".ckpt")
     view = _CoTrainView(unet, names, modules, head)
     history = fit(view, loss_fn, {"sub": rows_sub, "clip": rows_clip}, {k: fcfg[k] for k in TRAIN_DEFAULTS},
-                  ckpt, seed=seed, device=device, log=log, params=view.parameters())
+                  ckpt, seed=seed, device=device, log=log,
+                  params=[{"params": view.parameters()[:len(names)], "lr": float(fcfg["lr"])},
+                          {"params": view.parameters()[len(names):], "lr": float(fcfg["head_lr"])}])
     view.eval()
     for part in (unet, modules, head):
         part.requires_grad_(False)

@@ -53,6 +53,7 @@ FINETUNE_DEFAULTS = {
     "cotrain": False,                          # GLFA stage 2 (seed 002 Eq. 6): co-train the UNet with the subjects' GLFA alignment and an fMRI-to-condition head on L_denoise + glfa_weight * L_GLFA (fmrivid.generate.cotrain; needs the flat maps of decode.neural 'align'); generation variants then read 'tokens: cotrain'
     "glfa_weight": 1.0,                        # cotrain: weight of L_GLFA (Eq. 3) next to L_denoise
     "head_rank": 64,                           # cotrain: rank of the linear bottleneck from the aligned flat map to the condition tokens
+    "head_lr": 1e-3,                           # cotrain: peak learning rate of the GLFA modules and the head (the UNet's is lr: it starts pretrained, they start at the identity / the mean tokens)
     **TRAIN_DEFAULTS,                          # steps, batch_size, lr, weight_decay, grad_clip, checkpoint_every
 }
 FINETUNE_DEFAULTS.update({"steps": 500, "batch_size": 2, "lr": 1e-5, "weight_decay": 0.0})

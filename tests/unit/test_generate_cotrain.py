@@ -38,7 +38,7 @@ def _data():
 
 
 ALIGN = {"parcel_size": 4, "kernel_size": 3, "lambda_const": 0.1}
-CFG = {"steps": 12, "batch_size": 4, "lr": 2e-2, "checkpoint_every": 12, "head_rank": 4}
+CFG = {"steps": 12, "batch_size": 4, "lr": 1e-3, "head_lr": 2e-2, "checkpoint_every": 12, "head_rank": 4}
 
 
 def test_cotraining_trains_unet_parts_alignment_and_head_together(tmp_path):

@@ -207,7 +207,8 @@ def _load_checkpoint(ckpt_dir, model, optimizer, fp, device, log):
     return int(meta["step"]), list(meta["history"])
 
 
-def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, progress=False, params=None):
+def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, progress=False, params=None,
+        fingerprint_extra=None):
     """Train ``model`` with AdamW on ``data`` (training rows only) and return the loss history.
 
     Parameters
@@ -227,6 +228,9 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
     params : iterable, optional
         Parameters to optimise (default: every parameter that requires grad), or parameter groups (dicts with
         ``params`` and their own peak ``lr``; the schedule scales each group's peak).
+    fingerprint_extra : dict, optional
+        Settings of ``loss_fn`` that are not training keys (loss weights, dropout, ...): with the groups' learning
+        rates they enter the checkpoint fingerprint, so a checkpoint of other settings is never resumed.
 
     Returns
     -------
@@ -241,8 +245,6 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
                          f"{ {k: v.shape[0] for k, v in data.items()} }")
     n = n.pop()
     device = torch.device(device)
-    fp = fingerprint(tcfg, data, seed, model)  # before training changes the parameters
-    data = {k: v.to(device) for k, v in data.items()}
     params = list(params if params is not None else model.parameters())
     if params and isinstance(params[0], dict):  # parameter groups, each with its own peak "lr"
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
@@ -251,6 +253,11 @@ def fit(model, loss_fn, data, cfg, ckpt_dir, seed=0, device="cpu", log=print, pr
     for g in groups:
         g["base_lr"] = float(g.get("lr", tcfg["lr"]))
     params = [p for g in groups for p in g["params"]]
+    extra = dict(fingerprint_extra or {})
+    if len(groups) > 1:
+        extra["group_lr"] = [g["base_lr"] for g in groups]
+    fp = fingerprint({**tcfg, **extra} if extra else tcfg, data, seed, model)  # before training changes anything
+    data = {k: v.to(device) for k, v in data.items()}
     optimizer = torch.optim.AdamW(groups, lr=tcfg["lr"], weight_decay=tcfg["weight_decay"])
     steps = int(tcfg["steps"])
     start, history = (0, []) if ckpt_dir is None else _load_checkpoint(ckpt_dir, model, optimizer, fp, device, log)

@@ -266,7 +266,9 @@ def cotrain(pipe, maps_by_subject, latent_ids, latents, train_tokens, cfg, align
     history = fit(view, loss_fn, {"sub": rows_sub, "clip": rows_clip}, {k: fcfg[k] for k in TRAIN_DEFAULTS},
                   ckpt, seed=seed, device=device, log=log,
                   params=[{"params": view.parameters()[:len(names)], "lr": float(fcfg["lr"])},
-                          {"params": view.parameters()[len(names):], "lr": float(fcfg["head_lr"])}])
+                          {"params": view.parameters()[len(names):], "lr": float(fcfg["head_lr"])}],
+                  fingerprint_extra={k: fcfg[k] for k in ("glfa_weight", "head_rank", "head_lr", "cond_dropout",
+                                                          "trainable", "mixed_precision")} | {"align": acfg})
     view.eval()
     for part in (unet, modules, head):
         part.requires_grad_(False)

@@ -89,3 +89,27 @@ def test_cotrain_settings_are_checked(tmp_path):
         cotrain.cotrain(loaded, maps, ids, latents, tokens, {"cotrain": True, "mode": "lora"}, ALIGN,
                         tmp_path / "x", log=lambda m: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_checkpoint_of_other_cotraining_settings_is_never_resumed(tmp_path):
+    loaded, maps, ids, latents, tokens = _data()
+    cfg = {**CFG, "cotrain": True, "steps": 4, "checkpoint_every": 2}
+
+    def killer(message):
+        if message.startswith("step 3/4"):
+            raise KeyboardInterrupt("killed after step 3 (last checkpoint: step 2)")
+
+    with pytest.raises(KeyboardInterrupt):
+        cotrain.cotrain(loaded, maps, ids, latents, tokens, cfg, ALIGN, tmp_path / "a", seed=0, log=killer)
+    lines = []
+    loaded, *_ = _data()  # another head learning rate: the checkpoint's optimizer does not fit it
+    cotrain.cotrain(loaded, maps, ids, latents, tokens, {**cfg, "head_lr": 1e-3}, ALIGN, tmp_path / "a", seed=0,
+                    log=lines.append)
+    assert any("from another config/data" in line for line in lines)
+    lines = []
+    loaded, *_ = _data()
+    with pytest.raises(KeyboardInterrupt):
+        cotrain.cotrain(loaded, maps, ids, latents, tokens, cfg, ALIGN, tmp_path / "b", seed=0, log=killer)
+    loaded, *_ = _data()
+    cotrain.cotrain(loaded, maps, ids, latents, tokens, cfg, ALIGN, tmp_path / "b", seed=0, log=lines.append)
+    assert any("resuming from the checkpoint at step 2" in line for line in lines)  # same settings: resumed

@@ -65,9 +65,9 @@ import numpy as np
 
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate.pipelines import (
-    _empty_prompt_embedding,
     _torch_dtype,
     check_clip_ids,
+    guidance_negative,
     merge_settings,
     sample_batches,
 )
@@ -625,12 +625,7 @@ def generate(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
     device = torch.device(device)
     dtype = _torch_dtype(scfg["dtype"], device)
     prepare(pipe, device, dtype)
-    negative = None
-    if float(scfg["guidance_scale"]) > 1.0:
-        neg = cond["negative"] if scfg["negative"] == "mean_train" else _empty_prompt_embedding(pipe, device)
-        if neg.shape != cond["text_tokens"].shape[1:]:
-            raise InputError("negative", f"token embedding {cond['text_tokens'].shape[1:]}", f"{neg.shape}")
-        negative = torch.from_numpy(np.ascontiguousarray(neg))
+    negative = guidance_negative(pipe, cond, scfg, device)
     proto = scheduler(pipe, scfg)
     tokens_all = torch.from_numpy(np.ascontiguousarray(cond["text_tokens"]))
     steps = int(scfg["steps"])

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from fmrivid.errors import ConfigError, InputError
+from fmrivid.errors import ConfigError
 
 __all__ = ["generate_frames", "img2img_pipeline"]
 
@@ -130,12 +130,7 @@ def generate_frames(pipe, cond, clip_ids, cfg, seed, device="cpu", log=print):
     dtype = gp._torch_dtype(scfg["dtype"], device)
     upcast = gp.vae_upcast(pipe, scfg, dtype)
     guidance = float(scfg["guidance_scale"])
-    negative = None
-    if guidance > 1.0:
-        neg = cond["negative"] if scfg["negative"] == "mean_train" else gp._empty_prompt_embedding(pipe, device)
-        if neg.shape != cond["text_tokens"].shape[1:]:
-            raise InputError("negative", f"token embedding {cond['text_tokens'].shape[1:]}", f"{neg.shape}")
-        negative = torch.from_numpy(np.ascontiguousarray(neg))
+    negative = gp.guidance_negative(pipe, cond, scfg, device)
     init_all = gp._init_latents(METHOD, cond, scfg).transpose(0, 2, 1, 3, 4)  # (N, T, C, h, w)
     frames = init_all.shape[1]
     tokens_all = torch.from_numpy(np.ascontiguousarray(cond["text_tokens"]))

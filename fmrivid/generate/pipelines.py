@@ -499,6 +499,20 @@ def _empty_prompt_embedding(pipe, device):
         return pipe.text_encoder(ids)[0][0].float().cpu().numpy()
 
 
+def guidance_negative(pipe, cond, scfg, device):
+    """The negative condition of classifier-free guidance as a CPU tensor (L, D), or None without guidance
+    (``guidance_scale`` <= 1): ``cond["negative"]`` (decoded from the mean training fMRI) or, with ``negative:
+    empty_prompt``, the text encoder's empty prompt; checked against the tokens' shape."""
+    import torch
+
+    if float(scfg["guidance_scale"]) <= 1.0:
+        return None
+    neg = cond["negative"] if scfg["negative"] == "mean_train" else _empty_prompt_embedding(pipe, device)
+    if neg.shape != cond["text_tokens"].shape[1:]:
+        raise InputError("negative", f"token embedding {cond['text_tokens'].shape[1:]}", f"{neg.shape}")
+    return torch.from_numpy(np.ascontiguousarray(neg))
+
+
 def _timesteps(sched, steps, strength, device):
     """Timesteps to run and the index they start at (img2img: the last strength*steps)."""
     sched.set_timesteps(int(steps), device=device)
@@ -704,13 +718,7 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
     device = torch.device(device)
     prepare_pipeline(pipe, device, scfg)
     dtype = _torch_dtype(scfg["dtype"], device)
-    guided = float(scfg["guidance_scale"]) > 1.0
-    negative = None
-    if guided:
-        neg = cond["negative"] if scfg["negative"] == "mean_train" else _empty_prompt_embedding(pipe, device)
-        if neg.shape != cond["text_tokens"].shape[1:]:
-            raise InputError("negative", f"token embedding {cond['text_tokens'].shape[1:]}", f"{neg.shape}")
-        negative = torch.from_numpy(np.ascontiguousarray(neg))
+    negative = guidance_negative(pipe, cond, scfg, device)
     init_all = _init_latents(method, cond, scfg)
     factor = int(getattr(pipe, "vae_scale_factor", 8))
     if init_all is None:

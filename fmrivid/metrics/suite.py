@@ -210,7 +210,11 @@ def _model_name(loaded):
 #: ``format`` attribute of a GT cache file.
 GT_CACHE_FORMAT = "fmrivid-eval-gt-cache/1"
 #: Arrays of the GT cache (None / absent when not computed).
-GT_CACHE_ARRAYS = ("hue", "flows", "clip_emb", "frame_probs", "video_probs", "video_probs_native")
+GT_CACHE_ARRAYS = ("hue", "flows", "clip_emb", "frame_probs", "video_probs", "video_probs_native", "vifi_emb")
+#: HDF5 group of the GT cache holding the feature-network features of the GT clips (Brain-Diffuser / MindEye
+#: protocols): one (N, T, D) float32 dataset per ``<protocol>:<net>``, written and read block by block (AlexNet(2)
+#: has 139,968 values per frame: 4 GB for CC2017's 1,200 test clips x 6 frames, never held in memory).
+FEATNET_GROUP = "featnets"
 
 
 def clip_digests(clips):
@@ -224,8 +228,12 @@ def clip_digests(clips):
     return out
 
 
-def gt_cache_arrays(gt, clip_ids, models=None, log=print):
+def gt_cache_arrays(gt, clip_ids, models=None, log=print, cfg=None):
     """The GT-side outputs of every video metric, computed once for all methods and subjects.
+
+    Computing them once (not in every chunk of every method) keeps the evaluation linear in the test clips: a
+    chunk's metrics compare its reconstructions with the GT of ALL test clips (shuffled pairings, 2-way
+    identification), so GT features computed per chunk would cost (clips / chunk size) x clips.
 
     Parameters
     ----------
@@ -239,6 +247,9 @@ def gt_cache_arrays(gt, clip_ids, models=None, log=print):
         As :func:`evaluate_videos` (``lpips`` is not used: LPIPS is a
         two-image network).
     log : callable
+    cfg : dict, optional
+        The ``evaluate`` section: with ``protocol`` mind_animator and its ViFi-CLIP loaded
+        (``models["protocol"]["vifi"]``), the GT ViFi-CLIP video embeddings are cached too.
 
     Returns
     -------
@@ -250,7 +261,9 @@ def gt_cache_arrays(gt, clip_ids, models=None, log=print):
         ``clip_emb`` (N, T, D), ``frame_probs`` (N, T, C), ``video_probs``
         (N, C) float64 (None without the model), ``video_probs_native`` (N, C): the video classifier
         rebuilt for the clips' own T frames (MinD-Video's protocol; None without the model or when T is not a
-        multiple of its tubelet size).
+        multiple of its tubelet size); ``vifi_emb`` (N, D) float64, Mind-Animator's ViFi-CLIP video
+        embeddings (None unless that protocol and model). The feature networks' GT features are written by
+        :func:`gt_cache` only (into the file, block by block).
     """
     models = models or {}
     gt, _ = pixel._check_videos(gt, gt)
@@ -283,7 +296,87 @@ def gt_cache_arrays(gt, clip_ids, models=None, log=print):
         if not isinstance(native, str):
             cache["video_probs_native"] = (cache["video_probs"] if native is models["video_classifier"]
                                            else video_class_probs(native, gt))
+    cache["vifi_emb"] = None
+    vifi = (models.get("protocol") or {}).get("vifi")
+    if "mind_animator" in protocols.check_protocols((cfg or {}).get("protocol", ["fmrivid"])) \
+            and vifi is not None and not isinstance(vifi, str):
+        from fmrivid.metrics import protocol_models as pm
+
+        t0 = time.perf_counter()
+        cache["vifi_emb"] = pm.vifi_video_embeddings(vifi, gt)
+        cache["models"]["vifi"] = _model_name(vifi)
+        log(f"GT cache: ViFi-CLIP video embeddings {cache['vifi_emb'].shape} ({time.perf_counter() - t0:.1f}s)")
     return cache
+
+
+def _featnet_nets(cfg, models):
+    """((protocol, metric), key, net or None, why) of every feature-network metric of the chosen protocols."""
+    from fmrivid.metrics import featnets
+
+    chosen = protocols.check_protocols((cfg or {}).get("protocol", ["fmrivid"]))
+    proto_models, clip_model = (models or {}).get("protocol") or {}, (models or {}).get("clip")
+    out = []
+    for proto in ("brain_diffuser", "mindeye"):
+        if proto not in chosen:
+            continue
+        for metric in (m for m in protocols.PROTOCOLS[proto].metrics if "featnets" in m.needs):
+            net_name = metric.name.rsplit("_", 1)[0]
+            if net_name == "clip":
+                net, why = ((featnets.clip_featnet(clip_model, proto), None) if clip_model is not None else
+                            (None, "not computed: no CLIP model (evaluate.clip_model / features.image_model)"))
+            else:
+                net, why = _protocol_model(proto_models, f"{proto}:{net_name}")
+            out.append(((proto, metric), f"{proto}:{net_name}", net, why))
+    return out
+
+
+def _write_featnet_gt(f, gt, cfg, models, log):
+    """The GT features of each feature network into group :data:`FEATNET_GROUP` of the open cache ``f``, written
+    :data:`FEATNET_GT_BLOCK` clips at a time; returns {key: net.describe()}. A net shared by two metrics (the
+    2-way and distance rows of one protocol) is computed once."""
+    written = {}
+    for _, key, net, _ in _featnet_nets(cfg, models):
+        if net is None or key in written:
+            continue
+        t0 = time.perf_counter()
+        n, t = gt.shape[:2]
+        ds = None
+        for s in range(0, n, FEATNET_GT_BLOCK):
+            block = gt[s:s + FEATNET_GT_BLOCK]
+            feats = np.asarray(net.features(block.reshape((-1,) + block.shape[2:])), dtype=np.float32)
+            feats = feats.reshape(len(block), t, -1)
+            if ds is None:
+                ds = f.create_dataset(f"{FEATNET_GROUP}/{key}", shape=(n, t, feats.shape[-1]), dtype=np.float32,
+                                      chunks=(1, t, feats.shape[-1]))
+            ds[s:s + len(block)] = feats
+            log(f"GT cache: {key} features of clips {s + len(block)}/{n} ({time.perf_counter() - t0:.1f}s)")
+        ds.attrs["net"] = net.describe()
+        written[key] = net.describe()
+    return written
+
+
+def _featnet_gt_source(cache, key, net):
+    """The cached GT features of ``key`` as a callable yielding (n_b, T, D) blocks in the cache's aligned clip
+    order, or None when the cache has none from this very net (then they are computed)."""
+    path = cache.get("featnet_file")
+    if not path or (cache.get("featnets") or {}).get(key) != net.describe():
+        return None
+    rows = cache.get("featnet_rows")
+
+    def blocks():
+        with h5py.File(path, "r") as f:
+            ds = f[f"{FEATNET_GROUP}/{key}"]
+            n = ds.shape[0] if rows is None else len(rows)
+            for s in range(0, n, FEATNET_GT_BLOCK):
+                if rows is None:
+                    yield ds[s:s + FEATNET_GT_BLOCK]
+                    continue
+                r = np.asarray(rows[s:s + FEATNET_GT_BLOCK])
+                order = np.argsort(r)
+                out = np.empty((len(r),) + ds.shape[1:], dtype=ds.dtype)
+                out[order] = ds[r[order]]  # h5py reads increasing indices
+                yield out
+    return blocks
 
 
 def gt_cache(gt, clip_ids, models, cfg, out_path, log=print):
@@ -303,17 +396,18 @@ def gt_cache(gt, clip_ids, models, cfg, out_path, log=print):
     dict
         The cache (as :func:`read_gt_cache` returns it).
     """
-    cache = gt_cache_arrays(gt, clip_ids, models, log=log)
+    cache = gt_cache_arrays(gt, clip_ids, models, log=log, cfg=cfg)
     meta = {k: cache[k] for k in ("clip_ids", "clip_sha256", "clip_shape", "models")}
     meta["evaluate_cfg"] = dict(cfg or {})
     with atomic_path(out_path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = GT_CACHE_FORMAT
-            f.attrs["meta"] = json.dumps(meta, sort_keys=True, default=str)
             for key in GT_CACHE_ARRAYS:
                 if cache[key] is not None:
                     f.create_dataset(key, data=cache[key])
-    cache["path"] = str(out_path)
+            meta["featnets"] = _write_featnet_gt(f, np.asarray(gt), cfg, models, log)
+            f.attrs["meta"] = json.dumps(meta, sort_keys=True, default=str)
+    cache.update(path=str(out_path), featnets=meta["featnets"], featnet_file=str(out_path), featnet_rows=None)
     log(f"GT cache written: {out_path}")
     return cache
 
@@ -348,6 +442,8 @@ def read_gt_cache(path):
         for key in GT_CACHE_ARRAYS:
             cache[key] = f[key][()] if key in f else None
     cache["path"] = str(path)
+    # feature-network GT features stay in the file (read block by block by the metrics that use them)
+    cache.update(featnets=cache.get("featnets") or {}, featnet_file=str(path), featnet_rows=None)
     if cache["hue"] is None or cache["hue"].shape[0] != len(cache["clip_ids"]):
         raise InputError(path, f"a hue array of {len(cache['clip_ids'])} clips", "none or another size")
     return cache
@@ -393,6 +489,8 @@ def align_gt_cache(cache, gt_all, clip_ids):
     if rows.size == len(index) and np.array_equal(rows, np.arange(rows.size)):
         return cache
     out = dict(cache, clip_ids=ids, clip_sha256=[cache["clip_sha256"][r] for r in rows])
+    base = cache.get("featnet_rows")
+    out["featnet_rows"] = rows if base is None else np.asarray(base)[rows]
     for key in GT_CACHE_ARRAYS:
         if cache.get(key) is not None:
             out[key] = cache[key][rows]
@@ -562,10 +660,8 @@ def evaluate_videos_chunk(gt_all, gt_cache, rec_chunk, positions, n_total, clip_
                 _pair_cache(vals, _video_pair(fn, gt_all, rec), pos), greater=pm.greater, null=null)
     chosen = protocols.check_protocols(cfg.get("protocol", ["fmrivid"]))
     if "mind_animator" in chosen:
-        _mind_animator_model_rows(col, gt_all, rec, pos, models.get("protocol") or {}, null)
-    for proto in ("brain_diffuser", "mindeye"):
-        if proto in chosen:
-            _featnet_rows(col, proto, gt_all, rec, pos, models.get("protocol") or {}, models.get("clip"), null)
+        _mind_animator_model_rows(col, gt_all, rec, pos, models.get("protocol") or {}, null, gt_cache)
+    _featnet_rows(col, gt_all, rec, pos, models, cfg, null, gt_cache)
 
     hue_gt = gt_cache["hue"]
     hue_rec = perceptual.hue(rec).reshape(m, t, -1)
@@ -648,8 +744,9 @@ def _protocol_model(proto_models, name):
     return got, None
 
 
-def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null):
-    """Mind-Animator's ViFi-CLIP score and ViFi-gated CLIP-pcc (:mod:`fmrivid.metrics.protocol_models`)."""
+def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null, gt_cache=None):
+    """Mind-Animator's ViFi-CLIP score and ViFi-gated CLIP-pcc (:mod:`fmrivid.metrics.protocol_models`); the GT
+    video embeddings come from the GT cache when it holds this very model's."""
     from fmrivid.metrics import protocol_models as pm
 
     metrics = {m.name: m for m in protocols.PROTOCOLS["mind_animator"].metrics}
@@ -659,7 +756,11 @@ def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null):
         for name in ("vifi_score", "clip_pcc"):
             col.missing(protocols.label(name, "mind_animator"), metrics[name].how, why)
         return
-    eg = pm.vifi_video_embeddings(vifi, gt_all)
+    cached = (gt_cache or {}).get("vifi_emb")
+    if cached is not None and (gt_cache.get("models") or {}).get("vifi") == _model_name(vifi):
+        eg = cached
+    else:
+        eg = pm.vifi_video_embeddings(vifi, gt_all)
     er = pm.vifi_video_embeddings(vifi, rec)
 
     def vifi_pair(ri, gi):
@@ -686,26 +787,16 @@ def _mind_animator_model_rows(col, gt_all, rec, pos, proto_models, null):
             vals, _pair_cache(vals, clip_pair, pos), null=null)
 
 
-#: GT clips per block of feature-network features (AlexNet(2) frames hold 139,968 values: the GT features of a
-#: whole test set are never held at once for the 2-way correlations).
-FEATNET_GT_BLOCK = 64
-
-
-def _featnet_rows(col, proto, gt_all, rec, pos, proto_models, clip_model, null):
+def _featnet_rows(col, gt_all, rec, pos, models, cfg, null, gt_cache=None):
     """Brain-Diffuser's / MindEye's 2-way identification on AlexNet(2), AlexNet(5), InceptionV3 and CLIP features
-    and EffNet-B / SwAV distances (:mod:`fmrivid.metrics.featnets`), every frame an image."""
+    and EffNet-B / SwAV distances (:mod:`fmrivid.metrics.featnets`), every frame an image. The GT clips' features
+    come from the GT cache file (:func:`gt_cache`) when it holds this very net's; else they are computed here."""
     from fmrivid.metrics import featnets
 
     own = np.arange(len(pos))
     t = rec.shape[1]
-    for metric in (m for m in protocols.PROTOCOLS[proto].metrics if "featnets" in m.needs):
-        net_name = metric.name.rsplit("_", 1)[0]
+    for (proto, metric), key, net, why in _featnet_nets(cfg, models):
         label = protocols.label(metric.name, proto)
-        if net_name == "clip":
-            net, why = ((featnets.clip_featnet(clip_model, proto), None) if clip_model is not None else
-                        (None, "not computed: no CLIP model (evaluate.clip_model / features.image_model)"))
-        else:
-            net, why = _protocol_model(proto_models, f"{proto}:{net_name}")
         if net is None:
             col.missing(label, metric.how, why)
             continue
@@ -713,21 +804,28 @@ def _featnet_rows(col, proto, gt_all, rec, pos, proto_models, clip_model, null):
         def feats(clips, net=net):
             return net.features(clips.reshape((-1,) + clips.shape[2:])).reshape(len(clips), t, -1)
 
+        cached = _featnet_gt_source(gt_cache or {}, key, net)
         er = feats(rec)
         if metric.greater:  # 2-way: every reconstruction frame against the same frame of every GT clip
-            corr = featnets.corr_to_gt(er, (feats(gt_all[s:s + FEATNET_GT_BLOCK])
-                                            for s in range(0, len(gt_all), FEATNET_GT_BLOCK)))
+            source = cached or (lambda feats=feats: (feats(gt_all[s:s + FEATNET_GT_BLOCK])
+                                                     for s in range(0, len(gt_all), FEATNET_GT_BLOCK)))
+            corr = featnets.corr_to_gt(er, source)
 
             def pair(ri, gi, corr=corr):
                 return featnets.two_way_from_corr(corr, ri, gi)
         else:
-            eg = feats(gt_all)
+            eg = np.concatenate(list(cached())) if cached else feats(gt_all)
 
             def pair(ri, gi, eg=eg, er=er):
                 return featnets.distance(er[ri], eg[gi])
         vals = pair(own, pos)
         col.add(label, protocols.variant(proto, metric, t, f"{metric.how}; {net.describe()}"), vals,
                 _pair_cache(vals, pair, pos), greater=metric.greater, null=null)
+
+
+#: GT clips per block of feature-network features (AlexNet(2) frames hold 139,968 values: the GT features of a
+#: whole test set are never held at once for the 2-way correlations).
+FEATNET_GT_BLOCK = 64
 
 
 def _clip_metrics(col, eg, er, pos, model, cfg):
@@ -959,7 +1057,7 @@ def evaluate_videos(gt, rec, clip_ids, subject, method, cfg, seed, models=None, 
         Per-clip rows.
     """
     gt, rec = pixel._check_videos(gt, rec)
-    cache = gt_cache_arrays(gt, clip_ids, models, log=log)
+    cache = gt_cache_arrays(gt, clip_ids, models, log=log, cfg=cfg)
     part = evaluate_videos_chunk(gt, cache, rec, np.arange(gt.shape[0]), gt.shape[0], clip_ids, subject, method,
                                  cfg, seed, models=models, log=log)
     return merge_partials([part], cfg, log=log)

@@ -462,3 +462,60 @@ def test_neurons_clip_pcc_equals_clip_score_frame(pair):
     assert neu["protocol_value"] == pytest.approx(row["value"])
     mv = comp[(comp.system == "MinD-Video") & (comp.quantity == "PSNR")].iloc[0]
     assert "computes no PSNR" in mv["protocol_variant"]
+
+
+def test_feature_net_and_vifi_gt_features_come_from_the_gt_cache_file(pair, tmp_path, monkeypatch):
+    """The GT side of the feature-network and ViFi-CLIP metrics is computed once, in the GT cache (block by block
+    into its file), not in every chunk: chunks evaluated from the cache file, in another clip order than the
+    cache's, give the rows of the in-memory evaluation, and their nets only ever see reconstructions."""
+    from fmrivid.metrics import stages
+
+    gt, rec = pair
+    ids = ["a", "b", "c"]
+    cfg = {"n_boot": 20, "n_perm": 3, "ssim_size": None, "clip_gate": 0.6, "nway": [2], "nway_trials": 5,
+           "nway_gt": 3, "protocol": ["fmrivid", "brain_diffuser", "mind_animator"],
+           "protocol_models": {"featnets": "random", "vifi": "tiny", "clip_b32": "tiny"},
+           "device": "cpu", "clip_model": "tiny", "frame_classifier": None, "video_classifier": None, "lpips": []}
+    loaded, _ = stages.load_eval_models(cfg, "tiny", 0, log=lambda *a: None)
+    order = [2, 0, 1]  # the chunks' clip order differs from the cache's (sorted ids)
+    g, r, o_ids = gt[order], rec[order], [ids[i] for i in order]
+    expected, _ = suite.evaluate_videos(g, r, o_ids, "01", "m", cfg, 0, models=loaded, log=lambda *a: None)
+
+    path = tmp_path / "gt_cache.h5"
+    suite.gt_cache(gt, ids, loaded, cfg, path, log=lambda *a: None)
+    cache = suite.read_gt_cache(path)
+    assert set(cache["featnets"]) == {f"brain_diffuser:{n}" for n in ("alexnet2", "alexnet5", "inception", "clip",
+                                                                       "effnet", "swav")}
+    assert cache["vifi_emb"].shape[0] == 3
+    seen = []  # frames each net and ViFi are given while chunks are evaluated
+
+    class Spy:
+        def __init__(self, net):
+            self.net = net
+
+        def describe(self):
+            return self.net.describe()
+
+        def features(self, frames, **kw):
+            seen.append(len(frames))
+            return self.net.features(frames, **kw)
+
+    spied = dict(loaded, protocol={k: Spy(v) if ":" in k else v for k, v in loaded["protocol"].items()})
+    from fmrivid.metrics import protocol_models as pm
+
+    vifi_clips, vifi = [], pm.vifi_video_embeddings
+    monkeypatch.setattr(pm, "vifi_video_embeddings", lambda m, c, **kw: vifi_clips.append(len(c)) or vifi(m, c, **kw))
+    parts = [suite.evaluate_videos_chunk(g, cache, r[p], p, 3, o_ids, "01", "m", cfg, 0, models=spied,
+                                         log=lambda *a: None) for p in (np.array([0, 1]), np.array([2]))]
+    got, _ = suite.merge_partials(parts, cfg, log=lambda *a: None)
+    assert set(seen) <= {2 * 2, 1 * 2} and len(seen) == 2 * 5  # 5 non-CLIP nets x 2 chunks, reconstructions only
+    assert vifi_clips == [2, 1]  # ViFi-CLIP embeds each chunk's reconstructions, never the GT
+    key = ["metric", "method", "variant"]
+    want = pd.DataFrame(expected).set_index(key)["value"]
+    have = pd.DataFrame(got).set_index(key)["value"]
+    feat = [m for m in want.index.get_level_values(0).unique()
+            if "Brain-Diffuser" in m or "vifi" in m or "Mind-Animator protocol" in m and "clip" in m]
+    assert len(feat) >= 8
+    for metric in feat:
+        np.testing.assert_allclose(have.loc[metric].sort_index(), want.loc[metric].sort_index(), atol=1e-9,
+                                   err_msg=metric)

@@ -8,6 +8,11 @@ Prints wall times (best of --repeat), the ratio, the file sizes, and the time of
 random-backbone LPIPS, as in the unit tests.
 
     .venv/bin/python benchmarks/eval_chunks.py [--clips 11] [--frames 4] [--size 32] [--chunk 4] [--perm 15]
+        [--protocol brain_diffuser]
+
+``--protocol brain_diffuser`` adds that protocol's feature-network metrics (random-weight AlexNet, InceptionV3,
+EffNet-B, SwAV, CLIP) and also times the chunks with the GT features computed in every chunk (what the evaluation
+did before they moved into the GT cache): that cost grows as clips^2 / chunk size.
 """
 
 import argparse
@@ -41,6 +46,7 @@ def main():
     ap.add_argument("--chunk", type=int, default=4)
     ap.add_argument("--perm", type=int, default=15)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--protocol", choices=["brain_diffuser", "mindeye"], default=None)
     args = ap.parse_args()
 
     import torch
@@ -59,6 +65,12 @@ def main():
               "lpips": {"lpips_alex": LPIPS("lpips_alex", random_backbone=True)}}
     cfg = {"n_boot": 100, "n_perm": args.perm, "ssim_size": None, "clip_gate": 0.2, "nway": [2, 50],
            "nway_trials": 100, "nway_gt": 3}
+    if args.protocol:
+        from fmrivid.metrics import featnets
+
+        cfg["protocol"] = ["fmrivid", args.protocol]
+        loaded["protocol"] = {f"{args.protocol}:{net}": featnets.load_featnet(net, "random", protocol=args.protocol)
+                              for net in featnets.NETS}
     chunks = [slice(k, min(n, k + args.chunk)) for k in range(0, n, args.chunk)]
     print(f"{n} clips x {args.frames} frames at {args.size}px, {args.perm} permutations, {len(chunks)} chunk(s) "
           f"of <= {args.chunk} clips")
@@ -113,6 +125,17 @@ def main():
           f"{times['cache'] + max(times['chunks']) + times['merge']:8.2f} s   ratio "
           f"{(times['cache'] + max(times['chunks']) + times['merge']) / best_u:.2f}")
     print(f"rows identical (every float): {same}")
+    if args.protocol:  # before: each chunk computed every GT clip's feature-network features
+        mem = suite.gt_cache_arrays(gt, ids, loaded, log=_quiet, cfg=cfg)
+        with tempfile.TemporaryDirectory() as d:
+            suite.gt_cache(gt, ids, loaded, cfg, Path(d) / "gt.h5", log=_quiet)
+            cached = suite.read_gt_cache(Path(d) / "gt.h5")
+            for name, cache in (("GT features in every chunk (before)", mem), ("GT features from the cache", cached)):
+                t0 = time.perf_counter()
+                for rows in chunks:
+                    suite.evaluate_videos_chunk(gt, cache, rec[rows], np.arange(n)[rows], n, ids, "01", "demo", cfg,
+                                                0, models=loaded, log=_quiet)
+                print(f"{name:<40s}{time.perf_counter() - t0:8.2f} s for {len(chunks)} chunks")
 
 
 if __name__ == "__main__":

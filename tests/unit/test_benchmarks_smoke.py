@@ -35,6 +35,7 @@ NOT_RUN = {
     "gpu_suite.py": "run by test_gpu_suite_cpu_smoke through gpu_suite.sh",
     "generate.py": "its main() runs inside the GPU suite's generation section (test_gpu_suite_cpu_smoke)",
     "dag.py": "Snakemake dry runs at full CC2017 scale: ~30 s at its smallest scale",
+    "full_scale.py": "run by test_full_scale_smoke (its fixture needs a folder)",
 }
 
 
@@ -109,3 +110,25 @@ def test_gpu_suite_cpu_smoke(tmp_path):
     rows = (out / "gpu_suite.tsv").read_text().splitlines()
     assert rows[0] == "section\tname\tmetric\tvalue\tunit"
     assert {r.split("\t")[0] for r in rows[1:]} == {"header", "ridge", "features", "generation"}
+
+
+def test_full_scale_smoke(tmp_path):
+    """benchmarks/full_scale.py --smoke: a row per measured rule with finite time, peak RSS and declared
+    resources, every planted-design sample through preprocessing, the selection scored against the planted set."""
+    _run([sys.executable, str(REPO / "benchmarks" / "full_scale.py"), "--smoke", "--root", str(tmp_path)],
+         timeout=420)
+    doc = json.loads((tmp_path / "full_scale.json").read_text())
+    rows = {r["rule"]: r for r in doc["rules"]}
+    assert {"preprocess", "frames", "image_features", "decode", "gt_cache", "evaluate_chunk"} <= set(rows)
+    assert not {"generate_chunk", "merge_recon", "all"} & set(rows)  # the stand-in replaces generation
+    for rule, row in rows.items():
+        for key in ("wall_s", "peak_rss_mb", "mem_mb", "runtime_min"):
+            assert _number(row[key]) and row[key] > 0, (rule, key, row[key])
+    assert rows["decode"]["jobs"] == 4  # every decode target (config/cc2017.yaml: text, image, vae, text_tokens)
+    rec = doc["recovery"]
+    assert (rec["train_samples"], rec["test_samples"]) == (rec["train_samples_expected"],
+                                                           rec["test_samples_expected"]) == (480, 240)
+    assert 0 < rec["selected"] and 0 <= rec["precision"] <= 1 and 0 <= rec["recall"] <= 1
+    assert rec["precision"] > 0.9  # planted voxels rank first even when none passes Bonferroni (2 segments)
+    tsv = (tmp_path / "full_scale.tsv").read_text().splitlines()
+    assert tsv[0].split("\t")[:3] == ["rule", "jobs", "wall_s"] and len(tsv) == len(rows) + 1

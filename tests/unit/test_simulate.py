@@ -375,3 +375,66 @@ def test_responses_are_driven_by_clip_attributes(noiseless):
 
     shuffled = design[np.random.default_rng(0).permutation(len(ids))]  # same design, clips mismatched
     assert median_r2(design) > 0.7 and median_r2(design) > median_r2(shuffled) + 0.3
+
+
+# ----------------------------------------------------------------------------- the CC2017-layout fixture writer
+def test_cc2017_design_fractions_keep_the_real_repeats_and_enough_segments():
+    from fmrivid.simulate import cc2017_fixture as fx
+
+    assert fx.design(1) == fx.REAL_DESIGN == {"train_segments": 18, "test_segments": 5, "train_repeats": 2,
+                                              "test_repeats": 10}
+    for fraction in (0.01, 0.25, 1 / 3, 0.5):
+        d = fx.design(fraction)
+        assert (d["train_repeats"], d["test_repeats"]) == (2, 10)
+        assert d["train_segments"] >= 2 and d["test_segments"] >= 1  # the segment-wise t-test needs 2 segments
+        assert abs(d["train_segments"] - 18 * fraction) <= max(0.5, 2 - 18 * fraction)
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ConfigError, match="fraction"):
+            fx.design(bad)
+    # 36 training runs of 245 volumes, test1 x 10 of 245, test2..5 x 10 of 246: 86 runs, 91,282 float32 each
+    data = (46 * 245 + 40 * 246) * 91282 * 4
+    assert data < fx.fixture_bytes(**fx.design(1)) < data + 86 * 10**6
+    assert 7.6e9 < fx.fixture_bytes(**fx.design(1)) < 7.9e9
+
+
+def test_cc2017_fixture_streams_plants_reuses_and_resumes(tmp_path):
+    """Files have the predicted sizes; the planted grayordinates are reliable across repeats and nothing else is;
+    a complete fixture is reused untouched; a missing run is rewritten with the same bytes; other arguments on the
+    same root are refused."""
+    from fmrivid.errors import InputError
+    from fmrivid.io import cc2017
+    from fmrivid.simulate import cc2017_fixture as fx
+
+    kw = {"subjects": ("1",), "train_segments": 1, "test_segments": 1, "train_repeats": 2, "test_repeats": 1,
+          "fps": 2, "size": 16, "n_planted": 300, "signal": 1.0, "seed": 3}
+    messages = []
+    ds = fx.write_cc2017_fixture(tmp_path, log=messages.append, **kw)
+    assert ds["cc2017"] == {"space": "cifti", "train_segments": 1, "test_segments": 1, "train_repeats": 2,
+                            "test_repeats": 1, "fps": 2}
+    manifest = json.loads((tmp_path / fx.MANIFEST).read_text())
+    runs = [cc2017.run_path(tmp_path, "1", "seg1", r) for r in (1, 2)] + [cc2017.run_path(tmp_path, "1", "test1", 1)]
+    assert sorted(manifest["files"]) == sorted(
+        [str(p.relative_to(tmp_path)) for p in runs] + ["stimuli/seg1.mp4", "stimuli/test1.mp4"])
+    for path in runs:
+        assert path.stat().st_size == fx.run_bytes(245)
+    assert any("GB" in m for m in messages)  # progress
+
+    a, b = (np.asarray(nib.load(str(p)).get_fdata(dtype=np.float32)) for p in runs[:2])
+    assert a.shape == (245, 91282)
+    t = np.c_[np.ones(240), np.arange(240)]
+    a, b = (x[3:243] - t @ np.linalg.lstsq(t, x[3:243], rcond=None)[0] for x in (a, b))  # lagged response, detrended
+    r = _corr_columns(a, b)
+    assert np.median(r[:300]) > 0.35 and np.abs(np.median(r[300:])) < 0.02 and np.percentile(r[300:], 99.9) < 0.3
+
+    mtimes = {p: p.stat().st_mtime_ns for p in runs}
+    messages.clear()
+    fx.write_cc2017_fixture(tmp_path, log=messages.append, **kw)
+    assert {p: p.stat().st_mtime_ns for p in runs} == mtimes and "reusing" in messages[0]
+
+    before = runs[1].read_bytes()
+    runs[1].unlink()
+    fx.write_cc2017_fixture(tmp_path, log=messages.append, **kw)
+    assert runs[1].read_bytes() == before and runs[0].stat().st_mtime_ns == mtimes[runs[0]]
+
+    with pytest.raises(InputError, match="fixture_manifest"):
+        fx.write_cc2017_fixture(tmp_path, log=_quiet, **dict(kw, signal=2.0))

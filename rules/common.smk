@@ -196,6 +196,9 @@ def optional_feature_outputs():
 # (input functions live here: `snakemake --lint` wants functions apart from rules)
 NEURAL = [d for d in config["decode"]["neural"] if d in decoder_registry.NEURAL]  # rule neural_decode's decoders
 DIFFUSERS = GENERATION_METHODS[METHOD].diffusers  # a diffusers pipeline (else the demo generator trained here)
+TOKENS = "tokens" in GENERATION_METHODS[METHOD].decoded.values()  # conditioned on decoded caption tokens
+# image_to_video: features.vae_model decodes the decoded first-frame latent to the keyframe image (else None)
+KEYFRAME_VAE = FEATURES["vae_model"] if GENERATION_METHODS[METHOD].keyframe else None
 FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
 # GLFA stage 2 (generate.finetune.cotrain): rule cotrain_generator instead of finetune_generator
 COTRAIN = FINETUNE and config["generate"]["finetune"]["cotrain"]
@@ -374,7 +377,9 @@ def generate_inputs(wildcards):
     if not DIFFUSERS:
         files.update(vae_dir=f"{GENERATOR}/vae", diffusion_dir=f"{GENERATOR}/diffusion")
         return files
-    if chosen["text_tokens"][1] == "features":  # ridge tokens: their negative comes from the ridge model
+    if KEYFRAME_VAE:  # its VAE, when it is the demo generator's (features.vae_model generator)
+        files.update(vae_input(wildcards))
+    if TOKENS and chosen["text_tokens"][1] == "features":  # ridge tokens: their negative comes from the ridge model
         files.update(
             token_model=res(f"models/ridge/sub-{sub}_text_tokens.safetensors"),
             fmri_path=res(f"fmri/sub-{sub}.h5"),
@@ -390,7 +395,10 @@ def generate_sources(wildcards):
 
 
 def recon_ids(wildcards):
-    """The prediction file whose clip ids (in order) the merged reconstructions must have."""
+    """The prediction file whose clip ids (in order) the merged reconstructions must have (image_to_video, with no
+    tokens: the decoded first-frame latents)."""
+    if DIFFUSERS and not TOKENS:
+        return _decoded_latents(wildcards.sub, "first")
     return res(f"predictions/ridge/sub-{wildcards.sub}_{'text_tokens' if DIFFUSERS else 'text'}.h5")
 
 

@@ -61,7 +61,8 @@ rule train_demo_unet:
 # generate.method text_to_video / structure_motion / two_stage / image_img2img: the pipeline of generate.pipeline
 # (text-to-video; text-to-image Stable Diffusion for image_img2img, frame by frame), conditioned on
 # ridge-decoded caption token embeddings (negative: the tokens decoded from the mean TRAINING fMRI), and for the
-# img2img methods on decoded latents of the generator's own VAE.
+# img2img methods on decoded latents of the generator's own VAE. image_to_video: Stable Video Diffusion from the
+# decoded first-frame latent decoded to an image by features.vae_model (any VAE; no caption tokens).
 import fmrivid.generate.stages as _generate_stages
 
 if DIFFUSERS:
@@ -78,12 +79,12 @@ if DIFFUSERS:
             f"generate.pipeline num_frames/height/width: expected the ground-truth clips' "
             f"features.n_frames/size/size {_truth} (metrics compare frame by frame); found {_made}"
         )
-    if "text_tokens" not in DECODE_TARGETS:
+    if TOKENS and "text_tokens" not in DECODE_TARGETS:
         raise WorkflowError(
             f"generate.method {METHOD!r} is conditioned on decoded caption token embeddings: "
             f"decode.targets must include 'text_tokens'; found {DECODE_TARGETS}"
         )
-    if not FEATURES["tokens"]["enabled"]:
+    if TOKENS and not FEATURES["tokens"]["enabled"]:
         raise WorkflowError(
             f"generate.method {METHOD!r} needs features/text_tokens.h5: features.tokens.enabled "
             f"must be true; found false"
@@ -179,6 +180,7 @@ rule generate_chunk:
         n_total=N_TEST,
         shuffle=lambda wc: wc.method.endswith("_shuffled"),
         sources=generate_sources,
+        vae_model=KEYFRAME_VAE,
         stage=stage("generate"),
     script:
         "../workflow_scripts/run_stage.py"

@@ -2,13 +2,14 @@
 stage (which decoded files a method needs) and the config schema (the choices and their description).
 
 Each method names its decoded inputs: keyword of :func:`fmrivid.generate.stages.generate_chunk` -> what is
-decoded. ``tokens`` are ridge-decoded caption token embeddings (the conditioning of every diffusers method);
-``first`` is the decoded first-frame latent (the structure decoder's, else ridge ``vae``); ``frames`` the decoded
-frame latents (the motion / fusion decoder's, else ridge ``vae_frames``); ``caption`` the ridge-decoded caption
-embedding the demo generator reads. ``generator`` is the :data:`fmrivid.models.KINDS` kind that
+decoded. ``tokens`` are ridge-decoded caption token embeddings (the conditioning of every diffusers method but
+``image_to_video``); ``first`` is the decoded first-frame latent (the structure decoder's, else ridge ``vae``);
+``frames`` the decoded frame latents (the motion / fusion decoder's, else ridge ``vae_frames``); ``caption`` the
+ridge-decoded caption embedding the demo generator reads. ``generator`` is the :data:`fmrivid.models.KINDS` kind that
 ``generate.pipeline.model`` is loaded as (``text_to_video``: a TextToVideoSDPipeline such as ModelScope;
 ``text_to_image``: a Stable Diffusion StableDiffusionImg2ImgPipeline, sampled frame by frame in
-:mod:`fmrivid.generate.image`; ``animatediff``: an AnimateDiffPipeline, :mod:`fmrivid.generate.animatediff`);
+:mod:`fmrivid.generate.image`; ``animatediff``: an AnimateDiffPipeline, :mod:`fmrivid.generate.animatediff`;
+``image_to_video``: a StableVideoDiffusionPipeline, :mod:`fmrivid.generate.svd`);
 ``scheduler`` what ``generate.pipeline.scheduler: auto`` means for the method.
 Adding a method: its entry here, its handling in :mod:`fmrivid.generate.pipelines` (or
 :mod:`fmrivid.generate.image`), its test. This module imports nothing heavy (the DAG reads it when it plans).
@@ -27,6 +28,9 @@ class Method:
     diffusers: bool = True  # a diffusers pipeline (generate.pipeline); False: the demo generator trained here
     generator: str = "text_to_video"  # fmrivid.models kind of generate.pipeline.model
     scheduler: str = "ddim"  # generate.pipeline.scheduler 'auto' for this method
+    # its "first" input reaches the generator as an RGB keyframe decoded by features.vae_model (the generator encodes
+    # the image with its own encoders, so features.vae_model need not be '<generate.pipeline.model>#vae')
+    keyframe: bool = False
 
 
 METHODS = {m.name: m for m in [
@@ -43,6 +47,9 @@ METHODS = {m.name: m for m in [
     Method("neuroclips", "AnimateDiff from the decoded blurry video (frame latents) as init, its first frame the "
            "decoded keyframe latent (NeuroClips-style)",
            {"text_tokens": "tokens", "first_frame": "first", "motion": "frames"}, generator="animatediff"),
+    Method("image_to_video", "Stable Video Diffusion (image-to-video, maintained upstream) from the decoded keyframe: "
+           "the decoded first-frame latent decoded to pixels by features.vae_model; no caption tokens",
+           {"first_frame": "first"}, generator="image_to_video", keyframe=True),
 ]}
 
 #: what generate.pipeline.model must be for each generator kind (schema description)
@@ -56,6 +63,10 @@ _GENERATORS = {
                    "generate.pipeline.motion_adapter, or a saved AnimateDiffPipeline folder (fmrivid/generate/"
                    "animatediff.py), with features.vae_model '<model>#vae' and the token features of its CLIP text "
                    "encoder",
+    "image_to_video": "a Stable Video Diffusion model (diffusers StableVideoDiffusionPipeline, e.g. "
+                      "stabilityai/stable-video-diffusion-img2vid-xt; fmrivid/generate/svd.py) and decoded first-frame "
+                      "latents (decode.targets vae or the structure decoder) of any features.vae_model, which decodes "
+                      "them to the keyframe (decode.targets need not include text_tokens)",
 }
 
 #: decoded inputs of each diffusers method (keywords of generate_chunk)
@@ -63,9 +74,10 @@ DIFFUSERS_DECODED = {n: tuple(m.decoded) for n, m in METHODS.items() if m.diffus
 
 
 def schema_description():
-    diffusers = [n for n, m in METHODS.items() if m.diffusers]
+    diffusers = [n for n, m in METHODS.items() if m.diffusers and not m.keyframe]  # conditioned on caption tokens
+    keyframe = [n for n, m in METHODS.items() if m.diffusers and m.keyframe]  # on a decoded keyframe image only
     by_kind = {}
-    for n in diffusers:
+    for n in diffusers + keyframe:
         by_kind.setdefault(METHODS[n].generator, []).append(n)
     needs = "; ".join(f"{' / '.join(names)} need{'s' if len(names) == 1 else ''} {_GENERATORS[kind]}"
                       for kind, names in by_kind.items())
@@ -73,5 +85,6 @@ def schema_description():
             + ". " + " / ".join(diffusers) + ": the diffusers pipeline of generate.pipeline conditioned on decoded "
             "caption token embeddings (decode.targets needs text_tokens), "
             + " / ".join(METHODS[n].summary for n in diffusers)
-            + " (features.vae_model must be '<generate.pipeline.model>#vae'). " + needs
+            + " (features.vae_model must be '<generate.pipeline.model>#vae'). "
+            + "".join(f"{n}: {METHODS[n].summary}. " for n in keyframe) + needs
             + ". Methods and their decoded inputs: fmrivid/generate/methods.py.")

@@ -100,9 +100,15 @@ DEFAULTS = {
     "exact_cpu": True,          # on CPU, clip by clip so a clip is bit-identical whatever the batch size
     "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2",  # animatediff / neuroclips: the MotionAdapter combined with a Stable Diffusion 1.x model (hub id or folder; unused for 'tiny' and saved AnimateDiff pipelines)
     "beta_schedule": "linear",  # animatediff / neuroclips: sampler betas ('linear': AnimateDiff's, its motion modules were trained with it; 'scaled_linear' / 'pipeline': Stable Diffusion's)
+    "fps": 7,                   # image_to_video: Stable Video Diffusion's frame-rate micro-condition (the UNet sees fps - 1; SVD's default 7)
+    "motion_bucket_id": 127,    # image_to_video: SVD's motion micro-condition (higher = more motion; SVD's default 127)
+    "noise_aug_strength": 0.02,  # image_to_video: noise added to the decoded keyframe before SVD encodes it (more = looser, more motion)
+    "min_guidance_scale": 1.0,  # image_to_video: image guidance weight of the first frame (rising linearly over the frames)
+    "max_guidance_scale": 3.0,  # image_to_video: image guidance weight of the last frame (<= 1: no guidance)
 }
 
-METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img", "animatediff", "neuroclips")
+METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img", "animatediff", "neuroclips",
+           "image_to_video")
 
 #: Decoded features each method needs (keys of ``cond`` besides ``negative``).
 METHOD_INPUTS = {
@@ -112,6 +118,7 @@ METHOD_INPUTS = {
     "image_img2img": ("text_tokens", "vae"),  # fmrivid.generate.image
     "animatediff": ("text_tokens",),  # fmrivid.generate.animatediff, from noise
     "neuroclips": ("text_tokens", "first_frame", "motion"),  # AnimateDiff from the decoded keyframe + blurry video
+    "image_to_video": ("first_frame",),  # fmrivid.generate.svd, from the keyframe decoded by features.vae_model
 }
 
 _CHOICES = {
@@ -248,6 +255,10 @@ def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
 
         return animatediff.load(spec, seed=seed, device=device, motion_adapter=scfg["motion_adapter"],
                                 tiny_config=tiny_config)
+    if generator_kind(scfg["method"]) == "image_to_video":  # a StableVideoDiffusionPipeline
+        from fmrivid.generate import svd
+
+        return svd.load(spec, seed=seed, device=device, tiny_config=tiny_config)
     loaded = models.load(spec, generator_kind(scfg["method"]), seed=seed, device=device, tiny_config=tiny_config)
     prepare_pipeline(loaded.model, device, scfg)
     return loaded
@@ -394,8 +405,8 @@ def generation_inputs(method, decoded, negative=None, token_shape=None, latent_s
     Returns
     -------
     dict of str -> float32 ndarray
-        ``text_tokens`` (N, L, D), the method's latents, and ``negative``
-        (L, D) when given.
+        ``text_tokens`` (N, L, D) (every method but ``image_to_video``), the
+        method's latents, and ``negative`` (L, D) when given with tokens.
 
     Raises
     ------
@@ -408,16 +419,22 @@ def generation_inputs(method, decoded, negative=None, token_shape=None, latent_s
     if missing:
         raise InputError("decoded features", f"{list(METHOD_INPUTS[method])} for method {method!r}",
                          f"keys {sorted(decoded)} (missing {missing})")
-    tokens = np.asarray(decoded["text_tokens"], dtype=np.float32)
-    n = tokens.shape[0] if tokens.ndim else 0
-    if tokens.ndim != 3 and token_shape is None:
-        raise InputError("decoded['text_tokens']", "(N, L, D) token embeddings or token_shape=(L, D)",
-                         f"shape {tokens.shape}")
-    token_shape = tuple(token_shape) if token_shape is not None else tokens.shape[1:]
-    out = {"text_tokens": _shaped("text_tokens", tokens, n, token_shape, "token embeddings")}
-    for key in METHOD_INPUTS[method][1:]:
-        out[key] = _latent_input(key, decoded[key], n, latent_shape, num_frames)
-    if negative is not None:
+    out = {}
+    if "text_tokens" not in METHOD_INPUTS[method]:  # image_to_video: the decoded first-frame latent only
+        first = np.asarray(decoded[METHOD_INPUTS[method][0]])
+        n = first.shape[0] if first.ndim else 0
+    else:
+        tokens = np.asarray(decoded["text_tokens"], dtype=np.float32)
+        n = tokens.shape[0] if tokens.ndim else 0
+        if tokens.ndim != 3 and token_shape is None:
+            raise InputError("decoded['text_tokens']", "(N, L, D) token embeddings or token_shape=(L, D)",
+                             f"shape {tokens.shape}")
+        token_shape = tuple(token_shape) if token_shape is not None else tokens.shape[1:]
+        out["text_tokens"] = _shaped("text_tokens", tokens, n, token_shape, "token embeddings")
+    for key in METHOD_INPUTS[method]:
+        if key != "text_tokens":
+            out[key] = _latent_input(key, decoded[key], n, latent_shape, num_frames)
+    if negative is not None and "text_tokens" in out:
         neg = np.asarray(negative, dtype=np.float32)
         if neg.ndim == len(token_shape) + 1 and neg.shape[0] == 1:
             neg = neg[0]
@@ -650,6 +667,16 @@ def animatediff_settings(scfg):
     return animatediff.settings({k: v for k, v in scfg.items() if k in animatediff.DEFAULTS})
 
 
+def svd_settings(scfg):
+    """The :mod:`fmrivid.generate.svd` settings of a validated ``generate.pipeline`` section (``decode_slice`` is
+    the pipeline's ``decode_chunk_size``: frames per VAE decode call, 0 = all)."""
+    from fmrivid.generate import svd
+
+    out = {k: v for k, v in scfg.items() if k in svd.DEFAULTS}
+    out["decode_chunk_size"] = scfg["decode_slice"]
+    return svd.settings(out)
+
+
 def _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log):
     """``animatediff`` (from noise) and ``neuroclips`` (the decoded blurry video as init, its first frame the
     decoded keyframe) through :func:`fmrivid.generate.animatediff.generate`."""
@@ -679,7 +706,9 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
         From :func:`generation_inputs`: ``text_tokens`` (N, L, D) always;
         ``negative`` (L, D) when guided with ``negative: mean_train``;
         ``first_frame`` (N, C, h, w) + ``motion`` (N, T, C, h, w)
-        (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage, image_img2img).
+        (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage, image_img2img);
+        ``image_to_video`` (:mod:`fmrivid.generate.svd`): ``keyframe`` (N, H, W, 3) only, the decoded first-frame
+        latents decoded to images by ``features.vae_model`` (:func:`fmrivid.generate.svd.decode_keyframes`).
     clip_ids : sequence of N str
         Clip ``i`` uses the seed ``clip_seed(seed, clip_ids[i])``.
     cfg : dict
@@ -711,6 +740,11 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
         return generate_frames(pipe, cond, clip_ids, scfg, seed, device=device, log=log)
     if generator_kind(method) == "animatediff":
         return _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log)
+    if generator_kind(method) == "image_to_video":
+        from fmrivid.generate import svd
+
+        keyframe = {k: cond[k] for k in ("keyframe",) if k in cond}  # svd.generate names a missing one
+        return svd.generate(pipe, keyframe, clip_ids, svd_settings(scfg), seed, device=device, log=log)
     pipe = _pipe(pipe)
     clip_ids = check_clip_ids(clip_ids)
     n = len(clip_ids)

@@ -89,3 +89,43 @@ def test_neuroclips_style_animatediff_through_the_dag(tiny_run, tmp_path):
     smk(work, targets[0], "--cores", "2", "--configfile", str(config))
     ids3, video3, _ = read_features(res / "recon/neuroclips/sub-01.h5")
     assert ids3 == ids and np.array_equal(video3, video)
+
+
+def test_image_to_video_through_the_dag(tiny_run, tmp_path):
+    """generate.method image_to_video: a tiny real StableVideoDiffusionPipeline (maintained upstream) from the
+    decoded keyframe, i.e. the ridge-decoded first-frame latent decoded to pixels by features.vae_model, here the
+    demo generator's VAE (not the generator's own: no '<model>#vae' requirement) and without caption tokens
+    (decode.targets has no text_tokens). A clip's video does not depend on its chunk; the shuffled control
+    differs; no deprecation notice."""
+    work = tmp_path / "work"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    cfg = yaml.safe_load((REPO / "config/test.yaml").read_text())
+    assert cfg["features"]["vae_model"] == "generator" and "text_tokens" not in cfg["decode"]["targets"]
+    cfg["generate"].update(method="image_to_video", chunk_size=2, shuffled_control=True,
+                           pipeline={"model": "tiny", "steps": 2, "num_frames": 4, "height": 32, "width": 32,
+                                     "batch_size": 2, "decode_slice": 0})
+    config = tmp_path / "generate.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    targets = ["results/recon/image_to_video/sub-01.h5", "results/recon/image_to_video_shuffled/sub-01.h5"]
+    smk(work, *targets, "--cores", "2", "--configfile", str(config))
+    res = work / "results"
+    ids, video, attrs = read_features(res / "recon/image_to_video/sub-01.h5")
+    _, shuffled, _ = read_features(res / "recon/image_to_video_shuffled/sub-01.h5")
+    test_ids = read_features(res / "predictions/ridge/sub-01_vae.h5")[0]
+    chunk_attrs = read_features(res / "recon/image_to_video/sub-01/chunk-000.h5")[2]
+    inputs = json.loads(chunk_attrs["inputs"])
+    assert list(inputs) == ["first_frame"]
+    assert inputs["first_frame"].endswith("predictions/ridge/sub-01_vae.h5[features]")
+    assert chunk_attrs["condition"] == "keyframe" and chunk_attrs["keyframe_vae"].endswith("models/generator/vae")
+    assert ids == test_ids and attrs["chunks"] == 2
+    assert video.dtype == np.uint8 and video.shape == (len(ids), 4, 32, 32, 3) and video.std() > 0
+    assert np.abs(np.diff(video.astype(float), axis=1)).mean() > 0.5  # a video, not a still
+    assert np.abs(video.astype(float) - shuffled.astype(float)).mean() > 0.5
+    log = (res / "logs/generate_image_to_video_sub-01_chunk-000.log").read_text()
+    assert "generate[image_to_video]" in log and "keyframes:" in log and "deprecat" not in log.lower()
+    # per-clip seeds: another chunking gives every clip the same video
+    cfg["generate"]["chunk_size"] = 3
+    config.write_text(yaml.safe_dump(cfg))
+    smk(work, targets[0], "--cores", "2", "--configfile", str(config))
+    ids3, video3, _ = read_features(res / "recon/image_to_video/sub-01.h5")
+    assert ids3 == ids and np.array_equal(video3, video)

@@ -36,6 +36,7 @@ NOT_RUN = {
     "generate.py": "its main() runs inside the GPU suite's generation section (test_gpu_suite_cpu_smoke)",
     "dag.py": "Snakemake dry runs at full CC2017 scale: ~30 s at its smallest scale",
     "full_scale.py": "run by test_full_scale_smoke (its fixture needs a folder)",
+    "scaling.py": "run by test_scaling_fits_planted_exponents (it reads full_scale.py's JSON files)",
 }
 
 
@@ -132,3 +133,27 @@ def test_full_scale_smoke(tmp_path):
     assert rec["precision"] > 0.9  # planted voxels rank first even when none passes Bonferroni (2 segments)
     tsv = (tmp_path / "full_scale.tsv").read_text().splitlines()
     assert tsv[0].split("\t")[:3] == ["rule", "jobs", "wall_s"] and len(tsv) == len(rows) + 1
+
+
+def test_scaling_fits_planted_exponents(tmp_path):
+    """benchmarks/scaling.py on full_scale.json files with planted costs: a linear rule gets time exponent 1, a
+    quadratic one 2 (and is listed as super-linear), a fixed-memory rule memory exponent 0; the plot is written."""
+    paths = []
+    for clips in (1380, 2760, 5520):
+        rows = [{"rule": "linear", "wall_s": 0.01 * clips, "peak_rss_mb": 500.0, "mem_mb": 2000, "runtime_min": 30},
+                {"rule": "quadratic", "wall_s": 1e-5 * clips ** 2, "peak_rss_mb": 0.1 * clips, "mem_mb": 4000,
+                 "runtime_min": 60}]
+        paths.append(tmp_path / f"run{clips}.json")
+        paths[-1].write_text(json.dumps({"clips": clips, "rules": rows}))
+    proc = _run([sys.executable, str(REPO / "benchmarks" / "scaling.py"), *map(str, paths), "--out",
+                 str(tmp_path / "out")], timeout=120)
+    table = {line.split("\t")[0]: line.split("\t") for line in
+             (tmp_path / "out" / "scaling.tsv").read_text().splitlines()}
+    cols = table.pop("rule")
+    time_b, mem_b = cols.index("time_exponent"), cols.index("mem_exponent")
+    assert float(table["linear"][time_b]) == pytest.approx(1.0, abs=1e-6)
+    assert float(table["linear"][mem_b]) == pytest.approx(0.0, abs=1e-6)
+    assert float(table["quadratic"][time_b]) == pytest.approx(2.0, abs=1e-6)
+    assert float(table["quadratic"][mem_b]) == pytest.approx(1.0, abs=1e-6)
+    assert "super-linear in clips (time exponent > 1.15): quadratic" in proc.stdout
+    assert (tmp_path / "out" / "scaling.png").stat().st_size > 10_000

@@ -14,6 +14,10 @@ volumes x grayordinates array).
 
     python benchmarks/scaling.py RUN.json [RUN.json ...] [--out DIR]
 
+``--calibrate FILE`` also writes the resource calibration :mod:`fmrivid.resources` reads (its default file is
+``fmrivid/resources_calibration.tsv``): per rule, peak RSS and the longest job's wall time fitted as ``a + b * units``
+(units: the dataset's clips, or its test clips for the rules holding every test clip's GT), and the smallest peak.
+
 Writes ``DIR/scaling.tsv`` (rule, points, time and memory exponents, the largest run's figures and declared
 resources) and ``DIR/scaling.png`` (time and peak RSS against clips, one line per rule, log-log), and prints the
 table. Rules whose time exponent exceeds ``--max-exponent`` (default 1.15) are listed as super-linear.
@@ -27,17 +31,57 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+#: rules whose memory and time follow the test clips (they hold the GT of every test clip), not all clips
+TEST_CLIP_RULES = ("gt_cache", "evaluate_chunk")
+
 
 def load_runs(paths):
-    """[(clips, {rule: row})] of each ``full_scale.json``, sorted by clips; refuses smoke runs and duplicates."""
+    """[(clips, {rule: row})] of each ``full_scale.json``, sorted by clips; refuses duplicates. Each row gets the
+    run's ``clips`` and ``test_clips``."""
     runs = {}
     for path in paths:
         doc = json.loads(Path(path).read_text())
         clips = int(doc["clips"])
         if clips in runs:
             raise SystemExit(f"{path}: a second run of {clips} clips (one run per design size)")
-        runs[clips] = {r["rule"]: r for r in doc["rules"]}
+        test = int((doc.get("recovery") or {}).get("test_samples") or 0)
+        runs[clips] = {r["rule"]: dict(r, clips=clips, test_clips=test) for r in doc["rules"]}
     return sorted(runs.items())
+
+
+def fit_line(xs, ys):
+    """Least-squares intercept and slope of y on x (slope 0 with one distinct x)."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+    return my - slope * mx, slope
+
+
+def calibration_rows(runs):
+    """The :mod:`fmrivid.resources` calibration: per rule, peak RSS and the longest job's wall time as a + b * units."""
+    out = []
+    for rule in sorted({rule for _, rows in runs for rule in rows}):
+        pts = [rows[rule] for _, rows in runs if rule in rows]
+        unit = "test_clips" if rule in TEST_CLIP_RULES else "clips"
+        xs = [float(p[unit]) for p in pts]
+        mem_a, mem_b = fit_line(xs, [float(p["peak_rss_mb"]) for p in pts])
+        time_a, time_b = fit_line(xs, [float(p.get("max_job_s", p["wall_s"])) for p in pts])
+        out.append({"rule": rule, "unit": unit, "mem_a_mb": round(mem_a, 1), "mem_b_mb": round(mem_b, 5),
+                    "mem_floor_mb": round(min(float(p["peak_rss_mb"]) for p in pts), 1),
+                    "time_a_s": round(time_a, 2), "time_b_s": round(time_b, 6), "runs": len(pts),
+                    "units_measured": "/".join(str(int(x)) for x in xs)})
+    return out
+
+
+def write_calibration(rows, path):
+    from fmrivid.resources import FIELDS
+
+    lines = ["\t".join(FIELDS)] + ["\t".join(str(r[f]) for f in FIELDS) for r in rows]
+    Path(path).write_text("\n".join(lines) + "\n")
+    print(f"calibration of {len(rows)} rules written to {path}")
 
 
 def fit_exponent(xs, ys):
@@ -122,12 +166,15 @@ def main(argv=None):
     ap.add_argument("runs", nargs="+", help="full_scale.json files of one subject at several design sizes")
     ap.add_argument("--out", default="benchmarks/results", help="folder for scaling.tsv and scaling.png")
     ap.add_argument("--max-exponent", type=float, default=1.15)
+    ap.add_argument("--calibrate", default=None, help="also write fmrivid.resources' calibration TSV here")
     args = ap.parse_args(argv)
     runs = load_runs(args.runs)
     if len(runs) < 2:
         raise SystemExit("need runs of at least two design sizes")
     table = scaling_table(runs)
     write_outputs(runs, table, Path(args.out), args.max_exponent)
+    if args.calibrate:
+        write_calibration(calibration_rows(runs), args.calibrate)
     return 0
 
 

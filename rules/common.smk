@@ -14,6 +14,7 @@ from fmrivid.io import bids, layouts
 from fmrivid.decoders import registry as decoder_registry
 from fmrivid.fingerprint import fingerprint
 from fmrivid.generate.methods import METHODS as GENERATION_METHODS
+from fmrivid import resources as _resources
 
 CONFIG_FILES = [str(Path(f)) for f in (workflow.overwrite_configfiles or [])]
 if not config and not CONFIG_FILES:  # bare `snakemake`: the demo preset, said out loud
@@ -57,6 +58,7 @@ if SIMULATE:
     RUN_RECORDS = {_s: layouts.demo_runs(ROOT, _s, TASK, RUNS) for _s in SUBJECTS}
     TABLE_FROM_RULE = False
     N_TEST = sum(1 for _c in _plan["clip_ids"] if _c.startswith("test"))
+    N_CLIPS = len(_plan["clip_ids"])
 else:
     if not ROOT:
         raise WorkflowError(
@@ -75,8 +77,12 @@ else:
         raise WorkflowError(str(err))
     STIMULUS_FILES = sorted(set(_table["file"]))
     N_TEST = int((_table["split"] == "test").sum())
+    N_CLIPS = len(_table)
 CHUNK_SIZE = int(config["generate"]["chunk_size"])
 CHUNKS = [f"{k:03d}" for k in range(max(1, -(-N_TEST // CHUNK_SIZE)))]  # generation/metrics jobs per subject
+# the data sizes resource formulas follow (fmrivid/resources.py), and the metric rules' CLIP
+SIZES = {"clips": N_CLIPS, "test_clips": N_TEST}
+EVAL_MODEL = config["evaluate"]["clip_model"] or config["features"]["image_model"]
 
 # The stimulus table: the dataset's own file, or written by rule stimulus_table (CC2017; BIDS without one).
 STIMULUS_TABLE = f"{RESULTS}/stimuli/clips.tsv" if TABLE_FROM_RULE else f"{ROOT}/{DATASET['stimuli_table']}"
@@ -142,6 +148,18 @@ def mem(base_mb):
     return lambda wildcards, attempt: base_mb * attempt
 
 
+def declared_mem(rule, legacy_mb, model=None):
+    """``mem_mb`` of a rule measured at full scale: a formula of the data size calibrated by
+    benchmarks/full_scale.py (fmrivid/resources.py); with a real model (spec not tiny) at least ``legacy_mb``,
+    the estimate for that model. Grows with the attempt like :func:`mem`."""
+    return mem(_resources.mem_mb(rule, SIZES, legacy_mb, _resources.uses_real_model(model)))
+
+
+def declared_runtime(rule, legacy_min, model=None):
+    """``runtime`` (minutes) of a rule measured at full scale, as :func:`declared_mem`."""
+    return _resources.runtime_min(rule, SIZES, legacy_min, _resources.uses_real_model(model))
+
+
 def gt_mem_mb():
     """Base memory of the metric rules that hold the ground-truth side of every test clip (gt_cache, evaluate_chunk).
 
@@ -154,6 +172,7 @@ def gt_mem_mb():
 
 # ----------------------------------------------------------------------------- features (rules/features.smk)
 FEATURES = config["features"]
+CAPTION_MODEL = FEATURES["captions"]["model"] if FEATURES["captions"]["source"] != "metadata" else None
 
 
 def all_event_files():

@@ -20,8 +20,8 @@ rule decode:
         "../envs/eval.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("decode", 4000),
+        runtime=declared_runtime("decode", 30),
     params:
         cfg=config["decode"],
         stage=stage("decoders"),

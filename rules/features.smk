@@ -20,8 +20,8 @@ rule frames:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=mem(2000),
-        runtime=30,
+        mem_mb=declared_mem("frames", 2000),
+        runtime=declared_runtime("frames", 30),
     params:
         n_frames=FEATURES["n_frames"],
         size=FEATURES["size"],
@@ -72,8 +72,8 @@ rule captions:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=60,
+        mem_mb=declared_mem("captions", 4000, CAPTION_MODEL),
+        runtime=declared_runtime("captions", 60, CAPTION_MODEL),
     params:
         cfg=FEATURES["captions"],
         device=FEATURES["device"],
@@ -98,8 +98,8 @@ rule text_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("text_features", 4000, FEATURES["text_model"]),
+        runtime=declared_runtime("text_features", 30, FEATURES["text_model"]),
     params:
         model=FEATURES["text_model"],
         batch_size=FEATURES["batch_size"],
@@ -125,8 +125,8 @@ rule clip_text_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("clip_text_features", 4000, FEATURES["image_model"]),
+        runtime=declared_runtime("clip_text_features", 30, FEATURES["image_model"]),
     params:
         model=FEATURES["image_model"],
         batch_size=FEATURES["batch_size"],
@@ -152,8 +152,8 @@ rule token_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("token_features", 4000, FEATURES["tokens"]["model"]),
+        runtime=declared_runtime("token_features", 30, FEATURES["tokens"]["model"]),
     params:
         model=FEATURES["tokens"]["model"],
         batch_size=FEATURES["batch_size"],
@@ -179,8 +179,8 @@ rule image_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("image_features", 4000, FEATURES["image_model"]),
+        runtime=declared_runtime("image_features", 30, FEATURES["image_model"]),
     params:
         model=FEATURES["image_model"],
         which=FEATURES["image_frame"],
@@ -208,8 +208,8 @@ rule vae_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("vae_features", 4000, FEATURES["vae_model"]),
+        runtime=declared_runtime("vae_features", 30, FEATURES["vae_model"]),
     params:
         vae=FEATURES["vae_model"],
         batch_size=FEATURES["batch_size"],
@@ -235,8 +235,8 @@ rule vae_video_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("vae_video_features", 4000, FEATURES["vae_model"]),
+        runtime=declared_runtime("vae_video_features", 30, FEATURES["vae_model"]),
     params:
         vae=FEATURES["vae_model"],
         batch_size=FEATURES["batch_size"],
@@ -263,8 +263,8 @@ rule audio:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(6000),
-        runtime=120,
+        mem_mb=declared_mem("audio", 6000, FEATURES["audio"]["model"]),
+        runtime=declared_runtime("audio", 120, FEATURES["audio"]["model"]),
     params:
         cfg=FEATURES["audio"],
         device=FEATURES["device"],
@@ -289,8 +289,8 @@ rule wav2vec_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=mem(4000),
-        runtime=60,
+        mem_mb=declared_mem("wav2vec_features", 4000, FEATURES["wav2vec"]["model"]),
+        runtime=declared_runtime("wav2vec_features", 60, FEATURES["wav2vec"]["model"]),
     params:
         cfg=FEATURES["wav2vec"],
         tr=TR,
@@ -316,8 +316,8 @@ rule flow_features:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=mem(2000),
-        runtime=30,
+        mem_mb=declared_mem("flow_features", 2000),
+        runtime=declared_runtime("flow_features", 30),
     params:
         cfg=FEATURES["flow"],
         stage=stage("features"),

@@ -45,8 +45,8 @@ rule gt_cache:
         "../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=mem(gt_mem_mb()),  # grows with the test set (see gt_mem_mb)
-        runtime=60,
+        mem_mb=declared_mem("gt_cache", gt_mem_mb(), EVAL_MODEL),  # grows with the test set (see gt_mem_mb)
+        runtime=declared_runtime("gt_cache", 60, EVAL_MODEL),
     params:
         cfg=config["evaluate"],
         image_model=config["features"]["image_model"],
@@ -77,8 +77,8 @@ rule evaluate_chunk:
         "../envs/eval.yaml"
     threads: 1
     resources:
-        mem_mb=mem(gt_mem_mb()),  # grows with the test set (see gt_mem_mb)
-        runtime=60,
+        mem_mb=declared_mem("evaluate_chunk", gt_mem_mb(), EVAL_MODEL),  # grows with the test set (see gt_mem_mb)
+        runtime=declared_runtime("evaluate_chunk", 60, EVAL_MODEL),
     params:
         chunk=lambda wc: int(wc.chunk),
         chunk_size=CHUNK_SIZE,

@@ -19,8 +19,8 @@ if TABLE_FROM_RULE:
             "../envs/neuro.yaml"
         threads: 1
         resources:
-            mem_mb=mem(1000),
-            runtime=5,
+            mem_mb=declared_mem("stimulus_table", 1000),
+            runtime=declared_runtime("stimulus_table", 5),
         params:
             dataset=DATASET,
             stage=stage("preprocess"),
@@ -43,8 +43,8 @@ rule splits:
         "../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=mem(1000),
-        runtime=5,
+        mem_mb=declared_mem("splits", 1000),
+        runtime=declared_runtime("splits", 5),
     params:
         stage=stage("preprocess"),
     script:
@@ -101,8 +101,8 @@ rule preprocess:
         "../envs/neuro.yaml"
     threads: 1
     resources:
-        mem_mb=mem(4000),
-        runtime=30,
+        mem_mb=declared_mem("preprocess", 4000),
+        runtime=declared_runtime("preprocess", 30),
     params:
         runs=run_records,
         subject=lambda wc: wc.sub,

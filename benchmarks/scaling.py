@@ -16,7 +16,8 @@ volumes x grayordinates array).
 
 ``--calibrate FILE`` also writes the resource calibration :mod:`fmrivid.resources` reads (its default file is
 ``fmrivid/resources_calibration.tsv``): per rule, peak RSS and the longest job's wall time fitted as ``a + b * units``
-(units: the dataset's clips, or its test clips for the rules holding every test clip's GT), and the smallest peak.
+(units: the dataset's clips, or its test clips for the rules holding every test clip's GT; the least-squares line
+raised until no measured point lies above it), and the smallest peak.
 
 Writes ``DIR/scaling.tsv`` (rule, points, time and memory exponents, the largest run's figures and declared
 resources) and ``DIR/scaling.png`` (time and peak RSS against clips, one line per rule, log-log), and prints the
@@ -60,15 +61,24 @@ def fit_line(xs, ys):
     return my - slope * mx, slope
 
 
+def upper_line(xs, ys):
+    """Intercept and slope of the least-squares line raised until no point lies above it (a cost growing faster
+    than linearly, like preprocess memory, would otherwise be under-declared at the largest size); slope >= 0."""
+    a, b = fit_line(xs, ys)
+    b = max(b, 0.0)  # a cost does not shrink with the data (a negative slope is timing noise)
+    return max(a, max(y - b * x for x, y in zip(xs, ys))), b
+
+
 def calibration_rows(runs):
-    """The :mod:`fmrivid.resources` calibration: per rule, peak RSS and the longest job's wall time as a + b * units."""
+    """The :mod:`fmrivid.resources` calibration: per rule, peak RSS and the longest job's wall time as a + b * units
+    (:func:`upper_line`)."""
     out = []
     for rule in sorted({rule for _, rows in runs for rule in rows}):
         pts = [rows[rule] for _, rows in runs if rule in rows]
         unit = "test_clips" if rule in TEST_CLIP_RULES else "clips"
         xs = [float(p[unit]) for p in pts]
-        mem_a, mem_b = fit_line(xs, [float(p["peak_rss_mb"]) for p in pts])
-        time_a, time_b = fit_line(xs, [float(p.get("max_job_s", p["wall_s"])) for p in pts])
+        mem_a, mem_b = upper_line(xs, [float(p["peak_rss_mb"]) for p in pts])
+        time_a, time_b = upper_line(xs, [float(p.get("max_job_s", p["wall_s"])) for p in pts])
         out.append({"rule": rule, "unit": unit, "mem_a_mb": round(mem_a, 1), "mem_b_mb": round(mem_b, 5),
                     "mem_floor_mb": round(min(float(p["peak_rss_mb"]) for p in pts), 1),
                     "time_a_s": round(time_a, 2), "time_b_s": round(time_b, 6), "runs": len(pts),

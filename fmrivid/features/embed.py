@@ -266,24 +266,37 @@ def vae_latents(loaded_or_vae, images, batch_size=16):
 # --------------------------------------------------------------------------- tokens
 
 
-def token_embeddings(loaded, captions, batch_size=64):
+def token_embeddings(loaded, captions, batch_size=64, max_length=None):
     """Token-level text embeddings: the conditioning a text-to-video generator sees.
 
     Parameters
     ----------
     loaded : fmrivid.models.LoadedModel
-        Kind ``"text_tokens"`` (``CLIPTextModel`` and its tokenizer).
+        Kind ``"text_tokens"`` (``CLIPTextModel`` and its tokenizer) or ``"umt5_tokens"`` (``UMT5EncoderModel``,
+        the Wan generator's text encoder, and its tokenizer).
     captions : sequence of str
     batch_size : int
         Captions per forward pass.
+    max_length : int, optional
+        ``features.tokens.max_length``: keep the first ``max_length`` rows of what the generator's pipeline computes
+        at its own length (the decoders then predict ``max_length x D`` values per clip). Default: all of them.
 
     Returns
     -------
     ndarray of float32, shape (N, L, D)
-        ``last_hidden_state`` of captions padded to ``L = model_max_length``
-        (77 for Stable Diffusion's CLIP), as diffusers pipelines pad them.
+        CLIP: ``last_hidden_state`` of captions padded to ``model_max_length`` (77 for Stable Diffusion's CLIP), as
+        diffusers pipelines pad them. UMT5 / T5: what ``WanPipeline.encode_prompt`` returns (512 rows: the states
+        of the real tokens under the attention mask, then ZERO rows; :func:`fmrivid.generate.wan.text_embeddings`).
+        ``L = max_length`` when given.
+
+    Raises
+    ------
+    ConfigError
+        ``features.tokens.max_length`` outside 1..L.
     """
     import torch
+
+    from fmrivid.errors import ConfigError
 
     batch_size = _check_batch_size(batch_size)
     captions = list(captions)
@@ -291,15 +304,25 @@ def token_embeddings(loaded, captions, batch_size=64):
         raise ValueError("captions: expected strings")
     if loaded.tokenizer is None:
         raise ValueError("token_embeddings: the loaded model has no tokenizer")
+    if getattr(loaded.model.config, "model_type", None) in ("umt5", "t5", "mt5"):  # the Wan generator's encoder
+        from fmrivid.generate.wan import text_embeddings
+
+        return text_embeddings(loaded.tokenizer, loaded.model, captions, max_length=max_length,
+                               batch_size=batch_size)
     device, _ = _device_dtype(loaded.model)
     length = _max_length(loaded)
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer))
+                                   or not 1 <= int(max_length) <= length):
+        raise ConfigError(f"features.tokens.max_length: expected null or a number of tokens in 1..{length} (the "
+                          f"text encoder's length); found {max_length!r}")
+    keep = length if max_length is None else int(max_length)
     chunks = []
     with torch.inference_mode(), _autocast(device):
         for part in _batches(len(captions), batch_size):
             tokens = loaded.tokenizer(captions[part], padding="max_length", truncation=True,
                                       max_length=length, return_tensors="pt")
             hidden = loaded.model(input_ids=tokens["input_ids"].to(device)).last_hidden_state
-            chunks.append(hidden.float().cpu().numpy())
+            chunks.append(hidden[:, :keep].float().cpu().numpy())
     if not chunks:
-        return np.zeros((0, length, loaded.model.config.hidden_size), dtype=np.float32)
+        return np.zeros((0, keep, loaded.model.config.hidden_size), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -186,15 +186,39 @@ def clip_text_features(captions_path, model, batch_size, device, seed, out_path,
     log(f"CLIP text embeddings {emb.shape} from {loaded.info['resolved']}")
 
 
-def token_features(captions_path, model, batch_size, device, seed, out_path, log=print):
-    """Token-level text embeddings (CLIPTextModel last_hidden_state): the generator's conditioning."""
+def token_features(captions_path, model, batch_size, device, seed, out_path, kind="text_tokens", max_length=None,
+                   log=print):
+    """Token-level text embeddings of the generator's own text encoder: its conditioning, the decoders' target.
+
+    ``model`` (``features.tokens.model``) is loaded as ``kind``, the text encoder of ``generate.method``'s generator
+    (:func:`fmrivid.generate.methods.token_kind`): ``text_tokens`` (CLIPTextModel ``last_hidden_state``, padded to
+    77 tokens as diffusers pipelines pad) or ``umt5_tokens`` (the Wan generator's UMT5: what ``WanPipeline`` conditions
+    on, the real tokens' states then zero rows). The width D is the encoder's, so the decoded target follows the
+    chosen text encoder. ``max_length`` (``features.tokens.max_length``): keep the first rows only (null: all).
+    """
+    from functools import partial
+
+    from fmrivid.errors import ConfigError
     from fmrivid.features.embed import token_embeddings
 
-    captions, loaded, emb = _caption_embeddings(captions_path, model, "text_tokens", token_embeddings, batch_size,
-                                                device, seed, log)
+    if kind not in ("text_tokens", "umt5_tokens"):
+        raise ConfigError(f"token_features kind: expected 'text_tokens' or 'umt5_tokens'; found {kind!r}")
+    embed = partial(token_embeddings, max_length=max_length)
+    try:
+        captions, loaded, emb = _caption_embeddings(captions_path, model, kind, embed, batch_size, device, seed, log)
+    except ConfigError as err:
+        if str(err).startswith("features.tokens."):
+            raise
+        encoder = "a T5-family (UMT5) text encoder" if kind == "umt5_tokens" else "a CLIP text encoder"
+        raise ConfigError(f"features.tokens.model: expected {encoder}, the text encoder of generate.method's "
+                          f"generator (loaded as kind {kind!r}); found {model!r}: {err}") from err
     write_features(out_path, captions["clip_id"], emb,
                    _model_attrs("text_tokens", loaded, batch_size=batch_size, max_length=emb.shape[1]))
-    log(f"token embeddings {emb.shape} from {loaded.info['resolved']}")
+    if kind == "umt5_tokens" and len(emb):  # zero rows follow the real tokens: a non-zero last row may be cut
+        full = int(np.count_nonzero(np.abs(emb[:, -1]).sum(-1)))
+        log(f"{full} of {len(emb)} captions fill all {emb.shape[1]} token rows (features.tokens.max_length; longer "
+            f"captions lose their further tokens)")
+    log(f"token embeddings {emb.shape} from {loaded.info['resolved']} ({type(loaded.model).__name__})")
 
 
 def image_features(frames_path, model, which, batch_size, device, seed, out_path, log=print):
@@ -244,12 +268,16 @@ def vae_video_features(frames_path, vae, batch_size, device, out_path, vae_dir=N
     vae_features(frames_path, vae, batch_size, device, out_path, frames="all", vae_dir=vae_dir, log=log)
 
 def audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print, splits_path=None):
-    """AudioLDM: one WAV per clip caption, of the clip's duration, seeded per clip."""
+    """AudioLDM 2 (``cfg['pipeline']`` audioldm2, default) or AudioLDM (audioldm: the seed's, deprecated
+    upstream): one WAV per clip caption, of the clip's duration, seeded per clip; audio.tsv records the
+    pipeline (``pipeline``, ``pipeline_class``), model and revision of every clip."""
     from fmrivid import models
-    from fmrivid.stimuli.audio import synthesize, write_wavs
+    from fmrivid.stimuli.audio import PIPELINES, check_model, synthesize, write_wavs
     from fmrivid.devices import resolve_device
     from fmrivid.utils import clip_seed
 
+    pipeline = cfg.get("pipeline", "audioldm2")
+    check_model(cfg["model"], pipeline)  # a model of the other pipeline: ConfigError naming both keys
     captions = read_captions(captions_path)
     ids = captions["clip_id"].tolist()
     durations = clip_durations(events_paths, ids, splits_path)
@@ -258,17 +286,20 @@ def audio(captions_path, events_paths, cfg, device, seed, out_dir, log=print, sp
         raise InputError(events_paths[0], "clips of one duration (audio features are stacked per clip)",
                          f"durations {values[:5]} s")
     device = resolve_device(device, log)
-    loaded = models.load(cfg["model"], "audioldm", seed=seed, device=device, dtype=_half_on_cuda(device))
+    entry = PIPELINES[pipeline]
+    log(f"audio: features.audio.pipeline {entry['label']}")
+    loaded = models.load(cfg["model"], entry["kind"], seed=seed, device=device, dtype=_half_on_cuda(device))
     seeds = [clip_seed(seed, c) for c in ids]
     audio, rate = synthesize(loaded, captions["caption"].tolist(), seeds, values[0], cfg["steps"],
-                             cfg["guidance_scale"], cfg["batch_size"], log=log)
+                             cfg["guidance_scale"], cfg["batch_size"], log=log, exact_cpu=cfg.get("exact_cpu", True))
     with atomic_path(out_dir) as tmp:
         write_wavs(tmp, ids, audio, rate)
         pd.DataFrame({"clip_id": ids, "file": [f"{c}.wav" for c in ids], "seed": seeds,
-                      "duration": values[0], "rate": rate, "model": loaded.info["spec"],
-                      "revision": str(loaded.info["revision"])}).to_csv(tmp / "audio.tsv", sep="\t",
-                                                                        index=False)
-    log(f"audio: {len(ids)} clips of {values[0]:g} s at {rate} Hz from {loaded.info['resolved']}")
+                      "duration": values[0], "rate": rate, "pipeline": pipeline, "pipeline_class": entry["class"],
+                      "model": loaded.info["spec"], "revision": str(loaded.info["revision"])}).to_csv(
+            tmp / "audio.tsv", sep="\t", index=False)
+    log(f"audio: {len(ids)} clips of {values[0]:g} s at {rate} Hz from {loaded.info['resolved']} "
+        f"({entry['label']})")
 
 
 def wav2vec_features(audio_dir, cfg, tr, device, seed, out_path, log=print):

@@ -73,7 +73,7 @@ from fmrivid.generate.pipelines import (
 )
 
 __all__ = ["DEFAULTS", "SD15_REAL_SIZE_CONFIG", "TINY", "generate", "initial_video", "load", "prepare",
-           "sample_latents", "scheduler", "settings"]
+           "sample_latents", "scheduler", "settings", "sync_motion_adapter"]
 
 #: Settings of the AnimateDiff generator (config section ``generate.pipeline``).
 DEFAULTS = {
@@ -393,6 +393,40 @@ def _pipe(pipe):
                           f"found {type(pipe).__name__}"
                           + (f" with a {type(unet).__name__}" if unet is not None else ""))
     return pipe
+
+
+def sync_motion_adapter(pipe):
+    """Copy the UNetMotionModel's motion modules into the pipeline's ``motion_adapter`` (after fine-tuning).
+
+    ``AnimateDiffPipeline`` keeps the ``MotionAdapter`` it was composed from as a separate component, and
+    ``save_pretrained`` writes it next to the UNet. Loading a saved AnimateDiff pipeline takes the motion modules
+    from its ``unet`` folder; this keeps the ``motion_adapter`` folder equal to them too, so the tuned motion
+    modules are what anyone combining that adapter with a Stable Diffusion model gets.
+
+    Parameters
+    ----------
+    pipe : diffusers AnimateDiffPipeline (or an object whose ``model`` is one)
+
+    Returns
+    -------
+    int
+        Tensors copied (0 when the pipeline holds no ``motion_adapter``).
+    """
+    import torch
+
+    pipe = _pipe(pipe)
+    adapter = getattr(pipe, "motion_adapter", None)
+    if adapter is None:
+        return 0
+    tuned = {k: v for k, v in pipe.unet.state_dict().items() if ".motion_modules." in f".{k}"}
+    target = adapter.state_dict()
+    missing = sorted(k for k in target if ".motion_modules." in f".{k}" and k not in tuned)
+    if missing:
+        raise ConfigError(f"{_KEY}.motion_adapter: expected motion modules laid out as the UNet's; found adapter "
+                          f"tensors {missing[:3]} without a UNet counterpart")
+    with torch.no_grad():
+        adapter.load_state_dict({**target, **{k: tuned[k] for k in target if k in tuned}})
+    return sum(k in tuned for k in target)
 
 
 def prepare(pipe, device, dtype):

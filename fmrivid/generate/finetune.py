@@ -1,19 +1,51 @@
-"""Optional fine-tuning of the text-to-video generator on training pairs (GLFA style, or LoRA).
+"""Optional fine-tuning of the video generator on training pairs (GLFA style, or LoRA).
+
+Two backends, told apart by the pipeline's UNet (:func:`unet_backend`):
+
+``text_to_video``
+    A ``TextToVideoSDPipeline`` (ModelScope, seed 002's GLFA generator) with a ``UNet3DConditionModel``.
+``animatediff``
+    An ``AnimateDiffPipeline`` (:mod:`fmrivid.generate.animatediff`, methods ``animatediff`` / ``neuroclips``):
+    the Stable Diffusion 1.5 UNet whose blocks interleave the temporal ``motion_modules`` of a ``MotionAdapter``
+    (a ``UNetMotionModel``). Its latents are per-frame SD VAE latents, exactly ``features/vae_frames.h5`` of
+    ``features.vae_model '<model>#vae'``; the UNet folds frames into the batch, so each clip's condition is
+    repeated over its frames (row ``b*T + f``), as in sampling.
 
 GLFA fine-tunes only the self-attention, cross-attention and temporal
 convolution layers of the pretrained video UNet, so that the generator keeps
 what it knows while learning to follow fMRI-derived conditions. Mode
 ``attention_temporal`` does that: parameters whose names contain one of
-``trainable`` (default ``attn1`` - spatial and temporal self-attention -,
-``attn2`` - cross-attention -, ``temp_convs``) are trained, everything else is
-frozen (bit-unchanged). Mode ``lora`` adds peft LoRA adapters of rank
-``lora_rank`` to the attention projections instead (base weights frozen) and
-merges them into the weights at the end.
+``trainable`` as a dotted component are trained, everything else is frozen
+(bit-unchanged). ``trainable: auto`` takes the backend's parts
+(:data:`TRAINABLE_DEFAULTS`):
+
+* ModelScope: ``attn1`` (spatial and temporal self-attention), ``attn2``
+  (cross-attention), ``temp_convs`` (temporal convolutions) - GLFA's choice;
+* AnimateDiff: ``motion_modules`` (the whole temporal transformers of the
+  motion adapter: their two temporal self-attentions ``attn1`` / ``attn2``,
+  feed-forward, norms and projections - AnimateDiff's temporal layers, what
+  GLFA's temporal convolutions + temporal attention are to ModelScope) and
+  ``attn2`` (the spatial cross-attention to the text condition, which the
+  fMRI-derived tokens drive). The spatial self-attention (``attn1``) and the
+  rest of the Stable Diffusion UNet stay frozen: the image prior is kept.
+  Note that in a ``UNetMotionModel`` ``attn1`` / ``attn2`` also name the two
+  (self-)attentions inside each motion module, so a part ``attn2`` alone
+  trains the cross-attention AND the motion modules' second attention.
+
+A part that matches no parameter of the UNet raises ConfigError (e.g.
+``temp_convs`` with AnimateDiff). Mode ``lora`` adds peft LoRA adapters of rank
+``lora_rank`` to the attention projections ``lora_targets`` instead (base
+weights frozen; with AnimateDiff the defaults adapt the spatial self- and
+cross-attention and the motion modules' attention) and merges them into the
+weights at the end.
 
 Training data are the *training* clips only: their scaled VAE latents (from
 the generator's own VAE) and their conditions (e.g. the caption token
 embeddings, or token embeddings decoded from the training fMRI). The loss is
-the DDPM loss with the pipeline scheduler's target (epsilon or v); with
+the DDPM loss with the pipeline scheduler's target (epsilon or v; the
+betas and prediction type of ``noise_scheduler`` when given - AnimateDiff: the
+sampler's configured ``beta_schedule``, linear by default, its motion modules'
+training schedule); with
 probability ``cond_dropout`` a condition is replaced by the mean training
 condition, the null condition used at sampling time (for a linear decoder it
 equals the embedding decoded from the mean training fMRI).
@@ -22,7 +54,10 @@ The loop is :func:`fmrivid.decoders.train.fit`: seeded per-step batches and
 noise, safetensors checkpoints of the trainable tensors (and optimizer) every
 ``checkpoint_every`` steps in ``ckpt_dir``, resume after a kill. The result is a
 whole pipeline written with ``save_pretrained`` (atomically), which
-``fmrivid.models.load(out_dir, "text_to_video")`` loads as any generator spec.
+``fmrivid.models.load(out_dir, "text_to_video")`` (ModelScope) or
+``fmrivid.generate.animatediff.load(out_dir)`` (AnimateDiff; its
+``motion_adapter`` folder is rewritten from the tuned motion modules) loads as
+any generator spec.
 """
 
 from __future__ import annotations
@@ -38,12 +73,19 @@ import numpy as np
 from fmrivid.decoders.train import TRAIN_DEFAULTS, fit, write_losses
 from fmrivid.errors import ConfigError, InputError
 
-__all__ = ["FINETUNE_DEFAULTS", "finetune", "finetune_settings", "trainable_parameter_names"]
+__all__ = ["FINETUNE_DEFAULTS", "TRAINABLE_DEFAULTS", "finetune", "finetune_settings", "trainable_parameter_names",
+           "unet_backend"]
+
+#: ``trainable: auto`` of mode attention_temporal, per backend (:func:`unet_backend`).
+TRAINABLE_DEFAULTS = {
+    "text_to_video": ["attn1", "attn2", "temp_convs"],  # GLFA: self-attention (spatial + temporal), cross-, temp. convs
+    "animatediff": ["motion_modules", "attn2"],  # the motion modules (temporal layers) + spatial cross-attention
+}
 
 #: Config section ``generate.finetune`` keys (the lead copies them into the schema).
 FINETUNE_DEFAULTS = {
     "mode": "attention_temporal",              # 'attention_temporal' (GLFA: self-/cross-attention + temporal convs) or 'lora' (peft)
-    "trainable": ["attn1", "attn2", "temp_convs"],  # attention_temporal: parameter-name parts that are trained
+    "trainable": "auto",                       # attention_temporal: parameter-name parts that are trained; 'auto': the backend's (TRAINABLE_DEFAULTS)
     "lora_rank": 8,                            # lora: adapter rank
     "lora_alpha": 8,                           # lora: adapter scale numerator (scale = alpha / rank)
     "lora_targets": ["to_q", "to_k", "to_v", "to_out.0"],  # lora: attention projections that get adapters
@@ -61,8 +103,15 @@ FINETUNE_DEFAULTS.update({"steps": 500, "batch_size": 2, "lr": 1e-5, "weight_dec
 _MODES = ("attention_temporal", "lora")
 
 
-def finetune_settings(cfg=None):
-    """``cfg`` merged over :data:`FINETUNE_DEFAULTS`, validated (unknown keys raise ConfigError)."""
+def finetune_settings(cfg=None, backend="text_to_video"):
+    """``cfg`` merged over :data:`FINETUNE_DEFAULTS`, validated (unknown keys raise ConfigError).
+
+    ``trainable: auto`` becomes ``TRAINABLE_DEFAULTS[backend]`` (``backend``: ``text_to_video`` or
+    ``animatediff``, see :func:`unet_backend`).
+    """
+    if backend not in TRAINABLE_DEFAULTS:
+        raise ConfigError(f"generate.finetune: expected a generator backend among {list(TRAINABLE_DEFAULTS)}; "
+                          f"found {backend!r}")
     cfg = dict(cfg or {})
     unknown = sorted(set(cfg) - set(FINETUNE_DEFAULTS))
     if unknown:
@@ -84,9 +133,22 @@ def finetune_settings(cfg=None):
     if int(out["head_rank"]) < 1 or float(out["glfa_weight"]) < 0:
         raise ConfigError(f"generate.finetune.head_rank / glfa_weight: expected a rank >= 1 and a weight >= 0; "
                           f"found {out['head_rank']!r} / {out['glfa_weight']!r}")
+    if out["trainable"] == "auto":
+        out["trainable"] = list(TRAINABLE_DEFAULTS[backend])
+    elif isinstance(out["trainable"], str) or not all(isinstance(p, str) and p for p in out["trainable"]):
+        raise ConfigError(f"generate.finetune.trainable: expected 'auto' or a list of parameter-name parts; "
+                          f"found {out['trainable']!r}")
+    out["trainable"] = list(out["trainable"])
     if out["mode"] == "attention_temporal" and not out["trainable"]:
         raise ConfigError("generate.finetune.trainable: expected at least one parameter-name part")
     return out
+
+
+def unet_backend(unet):
+    """``"animatediff"`` for a ``UNetMotionModel`` (AnimateDiff), else ``"text_to_video"`` (a UNet3D)."""
+    from diffusers.models import UNetMotionModel
+
+    return "animatediff" if isinstance(unet, UNetMotionModel) else "text_to_video"
 
 
 def trainable_parameter_names(unet, parts):
@@ -172,7 +234,7 @@ def _merge_lora(unet):
     return unet
 
 
-def _check_data(train_latents, train_cond, unet):
+def _check_data(train_latents, train_cond, unet, backend="text_to_video"):
     lat = np.asarray(train_latents, dtype=np.float32)
     cond = np.asarray(train_cond, dtype=np.float32)
     c = int(unet.config.in_channels)
@@ -183,10 +245,21 @@ def _check_data(train_latents, train_cond, unet):
     if cond.ndim != 3 or cond.shape[0] != lat.shape[0] or cond.shape[2] != dim:
         raise InputError("train_cond", f"({lat.shape[0]}, L, {dim}) token embeddings, one per training clip",
                          f"shape {cond.shape}")
+    longest = getattr(unet.config, "motion_max_seq_length", None) if backend == "animatediff" else None
+    if longest is not None and lat.shape[1] > int(longest):
+        raise InputError("train_latents", f"at most {longest} frames per clip (the motion modules' "
+                         f"motion_max_seq_length)", f"{lat.shape[1]} frames")
     for name, arr in (("train_latents", lat), ("train_cond", cond)):
         if not np.all(np.isfinite(arr)):
             raise InputError(name, "finite values", "NaN or inf")
     return np.ascontiguousarray(lat.transpose(0, 2, 1, 3, 4)), cond
+
+
+def _quiet_fp32_notice():
+    """Silence diffusers' notice about an EMPTY list of float32 modules (UNetMotionModel casts / saves)."""
+    from fmrivid.generate.animatediff import _EMPTY_FP32_NOTICE, _quiet
+
+    return _quiet(_EMPTY_FP32_NOTICE)
 
 
 @contextlib.contextmanager
@@ -221,17 +294,20 @@ def _autocast(fcfg, device):
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu", log=print, ckpt_dir=None):
+def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu", log=print, ckpt_dir=None,
+             noise_scheduler=None):
     """Fine-tune the generator's UNet on training pairs; write the tuned pipeline.
 
     Parameters
     ----------
-    pipe : fmrivid.models.LoadedModel or diffusers.TextToVideoSDPipeline
-        Loaded in float32 (``models.load(spec, "text_to_video")``); its UNet is
-        trained in place.
+    pipe : fmrivid.models.LoadedModel, diffusers.TextToVideoSDPipeline or diffusers.AnimateDiffPipeline
+        Loaded in float32 (``models.load(spec, "text_to_video")``, or
+        :func:`fmrivid.generate.animatediff.load`); its UNet is trained in place.
+        The backend (:func:`unet_backend`) follows from its UNet.
     train_latents : float32 ndarray (N, T, C, h, w)
         Scaled VAE latents of the TRAINING clips (``features/vae_frames.h5``
-        rows of the train split, computed with this pipeline's VAE).
+        rows of the train split, computed with this pipeline's VAE; AnimateDiff:
+        T at most the motion modules' ``motion_max_seq_length``).
     train_cond : float32 ndarray (N, L, D)
         Conditions of the same clips.
     cfg : dict
@@ -245,6 +321,11 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
     log : callable
     ckpt_dir : str or Path, optional
         Checkpoints for resume (default: ``<out_dir>.ckpt`` next to ``out_dir``).
+    noise_scheduler : diffusers scheduler, optional
+        Whose config (betas, ``num_train_timesteps``, ``prediction_type``) defines the
+        training noise and target (default: the pipeline's scheduler). AnimateDiff:
+        :func:`fmrivid.generate.animatediff.scheduler` of the generation settings, so
+        training and sampling share the betas.
 
     Returns
     -------
@@ -256,16 +337,18 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
 
     from fmrivid.generate.pipelines import _pipe
 
-    fcfg = finetune_settings(cfg)
     pipe = _pipe(pipe)
-    device = torch.device(device)
     unet = pipe.unet
-    lat, cond = _check_data(train_latents, train_cond, unet)
+    backend = unet_backend(unet)
+    fcfg = finetune_settings(cfg, backend)
+    device = torch.device(device)
+    lat, cond = _check_data(train_latents, train_cond, unet, backend)
     for name in ("unet", "vae", "text_encoder"):
         part = getattr(pipe, name, None)
         if part is not None and (next(part.parameters()).dtype != torch.float32
                                  or next(part.parameters()).device.type != device.type):
-            part.to(device=device, dtype=torch.float32)
+            with _quiet_fp32_notice():
+                part.to(device=device, dtype=torch.float32)
     unet.requires_grad_(False)
     if fcfg["mode"] == "lora":
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -276,19 +359,24 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         names = trainable_parameter_names(unet, fcfg["trainable"])
         if not names:
             raise ConfigError(f"generate.finetune.trainable {fcfg['trainable']} match no UNet parameter")
+        unmatched = [part for part in fcfg["trainable"] if not trainable_parameter_names(unet, [part])]
+        if unmatched:
+            raise ConfigError(f"generate.finetune.trainable: expected parts that name parameters of the "
+                              f"{type(unet).__name__} ({backend}; 'auto': {TRAINABLE_DEFAULTS[backend]}); "
+                              f"found {unmatched}, which match none")
     params = dict(unet.named_parameters())
     for name in names:
         params[name].requires_grad_(True)
     n_train = sum(params[n].numel() for n in names)
     n_all = sum(p.numel() for p in unet.parameters())
-    log(f"finetune[{fcfg['mode']}]: {len(names)} tensors, {n_train:,} of {n_all:,} UNet parameters trainable "
-        f"({100.0 * n_train / n_all:.2f}%); {len(lat)} training clips")
+    log(f"finetune[{backend}, {fcfg['mode']}]: {len(names)} tensors, {n_train:,} of {n_all:,} UNet parameters "
+        f"trainable ({100.0 * n_train / n_all:.2f}%); {len(lat)} training clips")
     if fcfg["gradient_checkpointing"] and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
 
     from diffusers import DDPMScheduler
 
-    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise_sched = DDPMScheduler.from_config((noise_scheduler or pipe.scheduler).config)
     acp = noise_sched.alphas_cumprod.to(device=device, dtype=torch.float32)
     n_steps = int(noise_sched.config.num_train_timesteps)
     target_type = noise_sched.config.prediction_type
@@ -306,6 +394,8 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         t = torch.randint(0, n_steps, (b,), generator=gen, device=gen.device).to(device)
         keep = (torch.rand(b, generator=gen, device=gen.device) >= p_drop).to(device)
         c = torch.where(keep[:, None, None], c, null[None])
+        if backend == "animatediff":  # the motion UNet folds frames into the batch: one text row per frame
+            c = c.repeat_interleave(x0.shape[2], dim=0)
         a = acp[t].view(b, 1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = noise if target_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
@@ -326,10 +416,14 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         pipe.unet = unet
     if fcfg["gradient_checkpointing"] and hasattr(unet, "disable_gradient_checkpointing"):
         unet.disable_gradient_checkpointing()
-    info = {"mode": fcfg["mode"], "trained_tensors": names, "trained_parameters": int(n_train),
+    if backend == "animatediff":
+        from fmrivid.generate.animatediff import sync_motion_adapter
+
+        sync_motion_adapter(pipe)
+    info = {"backend": backend, "mode": fcfg["mode"], "trained_tensors": names, "trained_parameters": int(n_train),
             "unet_parameters": int(n_all), "n_train_clips": int(len(lat)), "seed": int(seed),
             "config": fcfg}
-    with _atomic_dir(out_dir) as tmp:
+    with _atomic_dir(out_dir) as tmp, _quiet_fp32_notice():
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         write_losses(tmp / "losses.tsv", history)
         (tmp / "finetune.json").write_text(json.dumps(info, indent=1, default=str) + "\n")

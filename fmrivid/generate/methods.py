@@ -9,7 +9,8 @@ ridge-decoded caption embedding the demo generator reads. ``generator`` is the :
 ``generate.pipeline.model`` is loaded as (``text_to_video``: a TextToVideoSDPipeline such as ModelScope;
 ``text_to_image``: a Stable Diffusion StableDiffusionImg2ImgPipeline, sampled frame by frame in
 :mod:`fmrivid.generate.image`; ``animatediff``: an AnimateDiffPipeline, :mod:`fmrivid.generate.animatediff`;
-``image_to_video``: a StableVideoDiffusionPipeline, :mod:`fmrivid.generate.svd`);
+``image_to_video``: a StableVideoDiffusionPipeline, :mod:`fmrivid.generate.svd`; ``wan``: a WanPipeline,
+:mod:`fmrivid.generate.wan`, whose token features come from its own UMT5 text encoder: :func:`token_kind`);
 ``scheduler`` what ``generate.pipeline.scheduler: auto`` means for the method.
 Adding a method: its entry here, its handling in :mod:`fmrivid.generate.pipelines` (or
 :mod:`fmrivid.generate.image`), its test. This module imports nothing heavy (the DAG reads it when it plans).
@@ -50,6 +51,9 @@ METHODS = {m.name: m for m in [
     Method("image_to_video", "Stable Video Diffusion (image-to-video, maintained upstream) from the decoded keyframe: "
            "the decoded first-frame latent decoded to pixels by features.vae_model; no caption tokens",
            {"first_frame": "first"}, generator="image_to_video", keyframe=True),
+    Method("wan", "Wan 2.1 text-to-video (WanPipeline, maintained upstream) from noise, conditioned on the decoded "
+           "token embeddings of its own UMT5 text encoder", {"text_tokens": "tokens"}, generator="wan",
+           scheduler="auto"),
 ]}
 
 #: what generate.pipeline.model must be for each generator kind (schema description)
@@ -67,10 +71,25 @@ _GENERATORS = {
                       "stabilityai/stable-video-diffusion-img2vid-xt; fmrivid/generate/svd.py) and decoded first-frame "
                       "latents (decode.targets vae or the structure decoder) of any features.vae_model, which decodes "
                       "them to the keyframe (decode.targets need not include text_tokens)",
+    "wan": "a Wan 2.1 text-to-video model (diffusers WanPipeline, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers; fmrivid/"
+           "generate/wan.py), with features.tokens.model '<model>#text_encoder' (its UMT5 text encoder, token width "
+           "4096; features.tokens.max_length e.g. 64 keeps the leading tokens the decoders predict, zero-padded back "
+           "to generate.pipeline.max_sequence_length) and 4k+1 frames (generate.pipeline.num_frames = "
+           "features.n_frames, e.g. 17); generate.pipeline.scheduler auto is the pipeline's flow UniPC",
 }
 
 #: decoded inputs of each diffusers method (keywords of generate_chunk)
 DIFFUSERS_DECODED = {n: tuple(m.decoded) for n, m in METHODS.items() if m.diffusers}
+
+#: the fmrivid.models kind features.tokens.model is loaded as, per generator kind (default: CLIP ``text_tokens``)
+TOKEN_KINDS = {"wan": "umt5_tokens"}
+
+
+def token_kind(method):
+    """The :data:`fmrivid.models.KINDS` kind of ``features.tokens.model`` for ``generate.method`` ``method``: the
+    text encoder of its generator (``umt5_tokens`` for Wan's UMT5, else ``text_tokens``: CLIPTextModel). Read by
+    rule token_features, so ``tiny#text_encoder`` is the tiny text tower of the generator in use."""
+    return TOKEN_KINDS.get(METHODS[method].generator, "text_tokens")
 
 
 def schema_description():

@@ -105,10 +105,15 @@ DEFAULTS = {
     "noise_aug_strength": 0.02,  # image_to_video: noise added to the decoded keyframe before SVD encodes it (more = looser, more motion)
     "min_guidance_scale": 1.0,  # image_to_video: image guidance weight of the first frame (rising linearly over the frames)
     "max_guidance_scale": 3.0,  # image_to_video: image guidance weight of the last frame (<= 1: no guidance)
+    "flow_shift": None,         # wan: sigma shift of the flow schedule; null = as saved (3.0 in Wan2.1-T2V-1.3B; 5.0 for 720P)
+    "max_sequence_length": 512,  # wan: tokens the transformer attends to; decoded tokens (features.tokens.max_length) are zero-padded to it
+    "vae_dtype": "float32",     # wan: VAE decoding dtype, 'float32' (as the diffusers Wan example) or 'same' (= dtype)
+    "vae_slicing": True,        # wan: decode the clips of a batch one at a time
+    "vae_tiling": False,        # wan: decode each frame in spatial tiles (memory for large frames)
 }
 
 METHODS = ("text_to_video", "structure_motion", "two_stage", "image_img2img", "animatediff", "neuroclips",
-           "image_to_video")
+           "image_to_video", "wan")
 
 #: Decoded features each method needs (keys of ``cond`` besides ``negative``).
 METHOD_INPUTS = {
@@ -119,16 +124,18 @@ METHOD_INPUTS = {
     "animatediff": ("text_tokens",),  # fmrivid.generate.animatediff, from noise
     "neuroclips": ("text_tokens", "first_frame", "motion"),  # AnimateDiff from the decoded keyframe + blurry video
     "image_to_video": ("first_frame",),  # fmrivid.generate.svd, from the keyframe decoded by features.vae_model
+    "wan": ("text_tokens",),  # fmrivid.generate.wan, from noise, tokens of its own UMT5 text encoder
 }
 
 _CHOICES = {
     "method": METHODS,
     "negative": ("mean_train", "empty_prompt"),
-    "scheduler": ("auto", "ddim", "ddpm"),
+    "scheduler": ("auto", "ddim", "ddpm", "unipc", "flow_euler"),  # unipc / flow_euler: wan only
     "motion_mode": ("absolute", "residual"),
     "dtype": ("auto", "float16", "bfloat16", "float32"),
     "attention": ("sdpa", "classic"),
     "beta_schedule": ("linear", "scaled_linear", "pipeline"),
+    "vae_dtype": ("float32", "same"),
 }
 
 
@@ -183,6 +190,10 @@ def settings(cfg=None, **overrides):
         raise ConfigError(f"generate.guidance_scale: expected >= 0; found {out['guidance_scale']!r}")
     if out["vae_upcast"] not in ("auto", True, False):
         raise ConfigError(f"generate.vae_upcast: expected 'auto', true or false; found {out['vae_upcast']!r}")
+    if out["scheduler"] in ("unipc", "flow_euler") and generator_kind(out["method"]) != "wan":
+        raise ConfigError(f"generate.pipeline.scheduler: expected 'auto', 'ddim' or 'ddpm' for generate.method "
+                          f"{out['method']!r} (unipc / flow_euler are the wan generator's flow samplers); found "
+                          f"{out['scheduler']!r}")
     return out
 
 
@@ -259,6 +270,13 @@ def load_pipeline(spec, cfg=None, seed=0, device="cpu", tiny_config=None):
         from fmrivid.generate import svd
 
         return svd.load(spec, seed=seed, device=device, tiny_config=tiny_config)
+    if generator_kind(scfg["method"]) == "wan":  # a WanPipeline, without its text encoder unless guidance needs ""
+        from fmrivid.generate import wan
+
+        wcfg = wan_settings(scfg)
+        empty = wcfg["negative"] == "empty_prompt" and wcfg["guidance_scale"] > 1.0
+        return wan.load(spec, seed=seed, device=device, dtype=wcfg["dtype"], tiny_config=tiny_config,
+                        text_encoder=empty)
     loaded = models.load(spec, generator_kind(scfg["method"]), seed=seed, device=device, tiny_config=tiny_config)
     prepare_pipeline(loaded.model, device, scfg)
     return loaded
@@ -677,6 +695,34 @@ def svd_settings(scfg):
     return svd.settings(out)
 
 
+def wan_settings(scfg):
+    """The :mod:`fmrivid.generate.wan` settings of a validated ``generate.pipeline`` section (``scheduler`` auto: the
+    pipeline's saved one; its checks name ``generate.pipeline.<key>``: 4k+1 frames, sizes multiple of 16...)."""
+    from fmrivid.generate import wan
+
+    out = {k: v for k, v in scfg.items() if k in wan.DEFAULTS}
+    out["method"] = "text_to_video"  # wan's own conditioning name (from noise)
+    return wan.settings(out)
+
+
+def _generate_wan(pipe, cond, clip_ids, scfg, seed, device, log):
+    """``wan`` through :func:`fmrivid.generate.wan.generate`, after checking that the decoded tokens have the width
+    of the transformer's text input (they come from ``features.tokens.model``, which must be the generator's own
+    text encoder)."""
+    from fmrivid.generate import wan
+
+    wcfg = wan_settings(scfg)
+    tokens = cond.get("text_tokens")
+    width = wan.text_dim(pipe)
+    if tokens is not None and (np.ndim(tokens) != 3 or np.shape(tokens)[2] != width):
+        raise ConfigError(f"features.tokens.model: expected the token embeddings of generate.pipeline.model's own "
+                          f"text encoder ('<generate.pipeline.model>#text_encoder': width {width}, the Wan "
+                          f"transformer's text_dim); found decoded text_tokens of shape {np.shape(tokens)} (width "
+                          f"{np.shape(tokens)[-1] if np.ndim(tokens) else None})")
+    inputs = {k: cond[k] for k in ("text_tokens", "negative") if k in cond}
+    return wan.generate(pipe, inputs, clip_ids, wcfg, seed, device=device, log=log)
+
+
 def _generate_animatediff(pipe, method, cond, clip_ids, scfg, seed, device, log):
     """``animatediff`` (from noise) and ``neuroclips`` (the decoded blurry video as init, its first frame the
     decoded keyframe) through :func:`fmrivid.generate.animatediff.generate`."""
@@ -708,7 +754,9 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
         ``first_frame`` (N, C, h, w) + ``motion`` (N, T, C, h, w)
         (structure_motion); ``vae`` (N, C, h, w) or (N, T, C, h, w) (two_stage, image_img2img);
         ``image_to_video`` (:mod:`fmrivid.generate.svd`): ``keyframe`` (N, H, W, 3) only, the decoded first-frame
-        latents decoded to images by ``features.vae_model`` (:func:`fmrivid.generate.svd.decode_keyframes`).
+        latents decoded to images by ``features.vae_model`` (:func:`fmrivid.generate.svd.decode_keyframes`);
+        ``wan`` (:mod:`fmrivid.generate.wan`): ``text_tokens`` of width ``transformer.config.text_dim`` (else a
+        ConfigError naming features.tokens.model and generate.pipeline.model) and ``negative``.
     clip_ids : sequence of N str
         Clip ``i`` uses the seed ``clip_seed(seed, clip_ids[i])``.
     cfg : dict
@@ -745,6 +793,8 @@ def generate(pipe, method, cond, clip_ids, cfg, seed, device="cpu", log=print):
 
         keyframe = {k: cond[k] for k in ("keyframe",) if k in cond}  # svd.generate names a missing one
         return svd.generate(pipe, keyframe, clip_ids, svd_settings(scfg), seed, device=device, log=log)
+    if generator_kind(method) == "wan":
+        return _generate_wan(pipe, cond, clip_ids, scfg, seed, device, log)
     pipe = _pipe(pipe)
     clip_ids = check_clip_ids(clip_ids)
     n = len(clip_ids)

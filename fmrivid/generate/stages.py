@@ -165,23 +165,33 @@ def check_generator_vae(generate_cfg, vae_model):
 def check_finetune(generate_cfg, neural=()):
     """Raise ConfigError when ``generate.finetune.enabled`` asks to fine-tune a generator fmrivid cannot.
 
-    Fine-tuning (:mod:`fmrivid.generate.finetune`) trains a text-to-video UNet3D on the training clips; the
-    text-to-image generator of ``image_img2img`` (Stable Diffusion) is used as pretrained, as in seed 003.
-    Co-training (``finetune.cotrain``, :mod:`fmrivid.generate.cotrain`) needs GLFA's flat maps and settings:
-    ``align`` in ``decode.neural`` (``neural``).
+    Fine-tuning (:mod:`fmrivid.generate.finetune`) trains the UNet of a text-to-video generator (ModelScope's
+    UNet3D) or of AnimateDiff (methods ``animatediff`` / ``neuroclips``: the SD1.5 UNet + motion modules) on the
+    training clips; the text-to-image generator of ``image_img2img`` (Stable Diffusion) and Stable Video
+    Diffusion are used as pretrained, as in seed 003; fine-tuning Wan (flow matching on its causal 3-D VAE's
+    latents, which ``features/vae_frames.h5`` does not hold) is not supported yet. Co-training
+    (``finetune.cotrain``, :mod:`fmrivid.generate.cotrain`) needs GLFA's flat maps and settings: ``align`` in
+    ``decode.neural`` (``neural``), and a text-to-video generator.
     """
-    from fmrivid.generate.pipelines import generator_kind
-
     method = generate_cfg["method"]
     if method == "demo" or not generate_cfg.get("finetune", {}).get("enabled", False):
         return
     if generate_cfg["finetune"].get("cotrain") and "align" not in list(neural):
         raise ConfigError(f"generate.finetune.cotrain: expected 'align' in decode.neural (co-training aligns the "
                           f"subjects' flat maps with GLFA); found decode.neural {list(neural)}")
-    if generator_kind(method) != "text_to_video":
+    declared = METHODS.get(method)
+    kind = declared.generator if declared is not None else None
+    if method == "wan" or kind == "wan":
+        raise ConfigError(f"generate.finetune.enabled: fine-tuning the Wan generator (generate.method {method!r}) "
+                          f"is not supported yet (its flow-matching transformer trains on latents of its causal "
+                          f"3-D VAE, which features/vae_frames.h5 does not hold); expected false; found true")
+    if kind not in ("text_to_video", "animatediff"):
         raise ConfigError(f"generate.finetune.enabled: expected false with generate.method {method!r} (its "
-                          f"{generator_kind(method)} generator is used pretrained; fine-tuning trains text-to-video "
+                          f"{kind} generator is used pretrained; fine-tuning trains text-to-video and AnimateDiff "
                           f"generators only); found true")
+    if generate_cfg["finetune"].get("cotrain") and kind != "text_to_video":
+        raise ConfigError(f"generate.finetune.cotrain: expected a text-to-video generator (GLFA co-trains "
+                          f"ModelScope's UNet3D); found generate.method {method!r} ({kind})")
 
 
 def _decoded_rows(path, key, log, dataset="features"):
@@ -325,13 +335,23 @@ def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out
     splits_path : path
         Only the ``train`` clips are read from either file.
     cfg : dict
-        The ``generate`` section (``device``, ``pipeline.model``, ``finetune``).
+        The ``generate`` section (``method``, ``device``, ``pipeline``, ``finetune``). ``method`` (default
+        ``text_to_video``) chooses the generator kind ``pipeline.model`` is loaded as
+        (:func:`fmrivid.generate.pipelines.load_pipeline`): a text-to-video UNet3D (ModelScope), or for
+        ``animatediff`` / ``neuroclips`` an AnimateDiff pipeline (``pipeline.motion_adapter``), whose training noise
+        uses the sampler's betas (``pipeline.beta_schedule``, :func:`fmrivid.generate.animatediff.scheduler`).
+        Other methods raise ConfigError (:func:`check_finetune`).
     out_dir : path
-        A ``save_pretrained`` pipeline folder (written atomically by ``finetune``).
+        A ``save_pretrained`` pipeline folder (written atomically by ``finetune``), loaded back by generation as
+        ``pipeline`` (:func:`generate_diffusers`).
     """
     from fmrivid.generate import pipelines
     from fmrivid.generate.finetune import finetune
     from fmrivid.devices import resolve_device
+
+    method = cfg.get("method", "text_to_video")
+    check_finetune({"method": method, "finetune": {"enabled": True}})
+    kind = pipelines.generator_kind(method)
 
     train = clip_ids(read_splits(splits_path), "train")
     _, latents, _ = read_features(vae_frames_path, train)
@@ -340,12 +360,18 @@ def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out
         raise InputError(vae_frames_path, "latents (N, T, C, h, w) and token embeddings (N, L, D) in "
                          f"{tokens_path}", f"shapes {latents.shape} and {tokens.shape}")
     device = resolve_device(cfg["device"], log)
-    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video", dtype="float32")
+    pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video" if kind == "text_to_video"
+                              else method, dtype="float32")
     loaded = pipelines.load_pipeline(pcfg["model"], pcfg, seed=0, device=device)  # weights: as in generation
+    noise_scheduler = None
+    if kind == "animatediff":  # train with the betas the sampler uses (AnimateDiff's linear schedule by default)
+        from fmrivid.generate import animatediff
+
+        noise_scheduler = animatediff.scheduler(loaded, {"beta_schedule": pcfg["beta_schedule"]})
     fcfg = {k: v for k, v in cfg.get("finetune", {}).items() if k != "enabled"}
-    log(f"fine-tuning {pcfg['model']} on {len(train)} training clips")
+    log(f"fine-tuning {pcfg['model']} ({kind}, generate.method {method}) on {len(train)} training clips")
     finetune(loaded, latents.astype(np.float32), tokens.astype(np.float32), fcfg, out_dir, seed=seed,
-             device=device, log=log)
+             device=device, log=log, noise_scheduler=noise_scheduler)
 
 
 def cotrain_generator(vae_frames_path, tokens_path, splits_path, flatmap_paths, subjects, cfg, align_cfg, seed,

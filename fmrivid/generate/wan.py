@@ -37,7 +37,10 @@ Conditioning (fmrivid's rule: the brain, never a stimulus, drives generation):
   ``prompt_embeds``. WanPipeline encodes a prompt into ``max_sequence_length`` (512) tokens, the encoder output of
   the real tokens followed by ZERO rows (:func:`prompt_embeddings` computes exactly these training targets);
   decoded tokens with L < ``max_sequence_length`` are zero-padded the same way, so a decoder may predict only the
-  first L (e.g. 64) tokens: 64 x 4096 values per clip instead of 512 x 4096.
+  first L (e.g. 64) tokens: 64 x 4096 values per clip instead of 512 x 4096. In the workflow (``generate.method:
+  wan``) these are the token features of ``features.tokens.model: '<model>#text_encoder'`` (loaded as kind
+  ``umt5_tokens``; ``tiny#text_encoder`` is the tiny pipeline's text tower, same seed) computed by
+  :func:`text_embeddings` and cut to ``features.tokens.max_length`` rows.
 * ``cond["negative"]`` (L, D): the embedding decoded from the MEAN TRAINING fMRI
   (:func:`fmrivid.generate.pipelines.mean_train_negative`), padded alike and passed as ``negative_prompt_embeds``
   for classifier-free guidance (``guidance_scale`` > 1). ``negative: empty_prompt`` uses the text encoder's
@@ -71,7 +74,7 @@ from fmrivid.errors import ConfigError, InputError
 from fmrivid.utils import clip_seed
 
 __all__ = ["DEFAULTS", "REAL_MODEL", "TINY_DEFAULTS", "WAN21_T2V_1_3B_CONFIG", "generate", "load", "prepare",
-           "prompt_embeddings", "settings", "text_dim"]
+           "prompt_embeddings", "settings", "text_dim", "text_embeddings"]
 
 #: hub id of the real generator (local cache only; ``hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` on a cluster)
 REAL_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -574,6 +577,68 @@ def prompt_embeddings(pipe, captions, max_sequence_length=512):
         emb, _ = pipe.encode_prompt(prompt=captions, do_classifier_free_guidance=False,
                                     max_sequence_length=int(max_sequence_length), device=device)
     return emb.float().cpu().numpy()
+
+
+def text_embeddings(tokenizer, text_encoder, captions, max_length=None, batch_size=64):
+    """The token features of ``features.tokens.model: '<wan model>#text_encoder'``: the first ``max_length`` rows of
+    what ``WanPipeline.encode_prompt`` returns for ``captions`` at its own length (512 tokens).
+
+    The pipeline's own ``encode_prompt`` runs on a text-only ``WanPipeline`` (its ``prompt_clean``, tokenizer call,
+    attention mask, the encoder's states of the real tokens, then ZERO rows). Each batch is encoded at the length of
+    its longest caption (at most 512 tokens) instead of 512: the mask hides the padding, so the real tokens' states
+    are the same (up to float rounding) and the zero rows are added after, at a fraction of the cost (captions are
+    about 20 tokens; UMT5-xxl is 5.7B parameters).
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+        The pipeline's (``tokenizer`` folder next to ``text_encoder``).
+    text_encoder : transformers.UMT5EncoderModel (or T5EncoderModel)
+        Where it is (CPU or GPU), in its dtype.
+    captions : sequence of str
+    max_length : int, optional
+        Rows kept per caption (``features.tokens.max_length``): captions with more tokens lose the rest, shorter
+        ones keep zero rows. Default: the pipeline's 512 (:data:`DEFAULTS` ``max_sequence_length``).
+    batch_size : int
+        Captions per encoder call.
+
+    Returns
+    -------
+    float32 ndarray (N, max_length, D)
+        D = the encoder's width (``d_model``: 4096 for UMT5-xxl), what the generator's transformer takes
+        (``text_dim``); :func:`generate` zero-pads decoded tokens back to ``max_sequence_length``.
+
+    Raises
+    ------
+    ConfigError
+        ``features.tokens.max_length`` outside 1..512.
+    """
+    import torch
+    from diffusers import WanPipeline
+    from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+    full = int(DEFAULTS["max_sequence_length"])
+    keep = full if max_length is None else max_length
+    if isinstance(keep, bool) or not isinstance(keep, (int, np.integer)) or not 1 <= int(keep) <= full:
+        raise ConfigError(f"features.tokens.max_length: expected null or a number of tokens in 1..{full} (WanPipeline "
+                          f"encodes prompts into {full} tokens); found {max_length!r}")
+    keep = int(keep)
+    captions = [str(c) for c in captions]
+    width = int(text_encoder.config.d_model)
+    text = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=None, transformer=None, scheduler=None)
+    device = next(text_encoder.parameters()).device
+    out = np.zeros((len(captions), keep, width), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(captions), int(batch_size)):
+            part = captions[start:start + int(batch_size)]
+            ids = tokenizer([prompt_clean(c) for c in part], add_special_tokens=True, truncation=True,
+                            max_length=full).input_ids
+            longest = max(len(i) for i in ids)  # no caption is cut by encode_prompt at this length
+            emb, _ = text.encode_prompt(prompt=part, do_classifier_free_guidance=False, max_sequence_length=longest,
+                                        device=device)
+            rows = min(longest, keep)
+            out[start:start + len(part), :rows] = emb[:, :rows].float().cpu().numpy()
+    return out
 
 
 def _tokens(cond, n, width, max_len):

@@ -4,6 +4,7 @@ Each benchmark runs as a user runs it (a fresh process from the repository root,
 PATH); only its exit status and a few of its outputs are checked, not its timings.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -33,7 +34,8 @@ SMOKE_ARGS = {
 # Run elsewhere, or too slow here: why.
 NOT_RUN = {
     "gpu_suite.py": "run by test_gpu_suite_cpu_smoke through gpu_suite.sh",
-    "generate.py": "its main() runs inside the GPU suite's generation section (test_gpu_suite_cpu_smoke)",
+    "generate.py": "its main() and time_backend() run in the GPU suite's generation and backends sections "
+                   "(test_gpu_suite_cpu_smoke)",
     "dag.py": "Snakemake dry runs at full CC2017 scale: ~30 s at its smallest scale",
     "full_scale.py": "run by test_full_scale_smoke (its fixture needs a folder)",
     "scaling.py": "run by test_scaling_fits_planted_exponents (it reads full_scale.py's JSON files)",
@@ -77,7 +79,7 @@ def test_gpu_suite_cpu_smoke(tmp_path):
     doc = json.loads((out / "gpu_suite.json").read_text())
     assert doc["ok"] is True and doc["failed"] == [], proc.stdout[-3000:]
     assert doc["mode"] == "cpu-smoke"
-    assert list(doc["sections"]) == ["header", "ridge", "features", "generation"]
+    assert list(doc["sections"]) == ["header", "ridge", "features", "generation", "backends"]
     for name, section in doc["sections"].items():
         assert section["ok"] and section["error"] is None, (name, section["traceback"])
         assert _number(section["seconds"])
@@ -108,9 +110,59 @@ def test_gpu_suite_cpu_smoke(tmp_path):
         assert _number(row["peak_mib"]), name
     assert _number(generation["cc2017_test_gpu_hours_tuned"]) and _number(generation["speedup_tuned_vs_naive"])
 
+    backends = doc["sections"]["backends"]["record"]["results"]
+    assert set(backends) == {"animatediff", "wan", "svd"}
+    for name, row in backends.items():
+        assert row["ok"] and row["exit_code"] == 0 and row["phase"] == "done", (name, row)
+        assert row["generation_function"] == f"fmrivid.generate.{name}.generate"
+        for key in ("s_per_clip_measured", "s_per_clip_extrapolated", "denoise_s_per_step_per_clip", "peak_mib",
+                    "cc2017_test_gpu_hours_extrapolated", "build_seconds", "process_seconds"):
+            assert _number(row[key]) and row[key] > 0, (name, key, row[key])
+        settings = row["settings"]
+        # one full batch at the configured geometry went through the backend's generate()
+        geometry = [settings[k] for k in ("batch_size", "num_frames", "height", "width")]
+        assert row["shape"] == geometry + [3]
+        assert row["clips"] == settings["batch_size"] and 1 <= row["steps_timed"] <= 2
+        assert row["extrapolated_to_steps"] == row["default_steps"] == settings["steps"]
+        # the denoiser ran at least once per clip and step, inside the timed run
+        assert row["denoiser_calls"] >= row["steps_timed"] and 0 < row["denoise_seconds"] <= row["seconds"]
+        # extrapolation recomputed from its parts
+        per_clip = row["other_s_per_clip"] + row["default_steps"] * row["denoise_s_per_step_per_clip"]
+        assert row["s_per_clip_extrapolated"] == pytest.approx(per_clip, rel=1e-9)
+        assert row["denoise_s_per_step_per_clip"] == pytest.approx(
+            row["denoise_seconds"] / row["clips"] / row["steps_timed"], rel=1e-9)
+        assert row["cc2017_test_gpu_hours_extrapolated"] == pytest.approx(row["s_per_clip_extrapolated"] / 3, rel=1e-9)
+        assert row["process_seconds"] < row["cap_s"]
+
     rows = (out / "gpu_suite.tsv").read_text().splitlines()
     assert rows[0] == "section\tname\tmetric\tvalue\tunit"
-    assert {r.split("\t")[0] for r in rows[1:]} == {"header", "ridge", "features", "generation"}
+    assert {r.split("\t")[0] for r in rows[1:]} == {"header", "ridge", "features", "generation", "backends"}
+    extrapolated = {tuple(r.split("\t")[1:3]) for r in rows if r.startswith("backends\t") and "extrapolated" in r}
+    assert {n for n, _ in extrapolated} == set(backends)
+    assert {m for _, m in extrapolated} >= {f"s_per_clip_{backends[n]['default_steps']}_steps_extrapolated"
+                                            for n in backends}
+
+
+def _gpu_suite_module():
+    spec = importlib.util.spec_from_file_location("gpu_suite_under_test", REPO / "benchmarks" / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_suite_backend_row_failures():
+    """A backend killed at its cap, or failing, gives an error and no TSV rows; what it measured is kept."""
+    suite = _gpu_suite_module()
+    partial = {"backend": "wan", "phase": "timed", "build_seconds": 12.5, "steps_timed": 3}
+    entry, rows, error = suite._backend_entry(partial, cap=120.0, wall=120.0, rc=None)
+    assert error == "killed at its cap of 120 s (phase timed)" and rows == [] and not entry["ok"]
+    assert entry["build_seconds"] == 12.5 and entry["exit_code"] is None
+    failed = {"backend": "svd", "phase": "build", "error": "OutOfMemoryError: CUDA out of memory",
+              "traceback": "Traceback ..."}
+    entry, rows, error = suite._backend_entry(failed, cap=110.0, wall=3.0, rc=1)
+    assert error == "OutOfMemoryError: CUDA out of memory" and rows == [] and "traceback" not in entry
+    entry, rows, error = suite._backend_entry({"backend": "svd"}, cap=110.0, wall=1.0, rc=2)
+    assert error == "exit code 2 in phase start-up"
 
 
 def test_full_scale_smoke(tmp_path):

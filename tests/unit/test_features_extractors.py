@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fmrivid import models
-from fmrivid.errors import InputError, ModelNotAvailableError
+from fmrivid.errors import ConfigError, InputError, ModelNotAvailableError
 from fmrivid.features import audio, embed, flow
 from fmrivid.stimuli import captions as caps
 from fmrivid.stimuli import audio as synth
@@ -264,3 +264,98 @@ def test_audio_is_seeded_per_clip_and_has_the_clip_duration(tiny, tmp_path):
 def test_feature_attrs_round_trip_json(tiny):
     info = json.loads(json.dumps(tiny["audioldm"].info))
     assert info["kind"] == "audioldm" and info["tiny_config"]["upsample_rates"] == [8, 4, 5]
+
+
+# --------------------------------------------------------------------------- T5-family tokens (generate.method wan)
+
+WAN_CAPTIONS = ["a red car", "a dog runs along a long sandy beach under a bright summer sun",
+                "  snow\n falls on  grey roofs "]
+
+
+@pytest.fixture(scope="module")
+def wan_pipe():
+    from fmrivid.generate import wan
+
+    return wan.load("tiny", seed=1)
+
+
+def _wan_prompt_embeds(pipe, captions, length=512):
+    """Independent reference: the full tiny WanPipeline's own encode_prompt at its default length."""
+    with torch.inference_mode():
+        emb, _ = pipe.encode_prompt(prompt=captions, do_classifier_free_guidance=False, max_sequence_length=length,
+                                    device="cpu")
+    return emb.float().numpy()
+
+
+def test_umt5_token_features_are_the_wan_pipelines_own_prompt_embeddings(wan_pipe):
+    from transformers import UMT5EncoderModel
+
+    loaded = models.load("tiny#text_encoder", "umt5_tokens", seed=1)
+    assert isinstance(loaded.model, UMT5EncoderModel) and loaded.info["class"] == "transformers.UMT5EncoderModel"
+    # the tiny Wan generator's own text tower (same seed): its width is the transformer's text_dim
+    ref_sd = wan_pipe.text_encoder.state_dict()
+    for spec in ("tiny#text_encoder", "tiny"):
+        sd = models.load(spec, "umt5_tokens", seed=1).model.state_dict()
+        assert sd.keys() == ref_sd.keys() and all(torch.equal(w, sd[k]) for k, w in ref_sd.items())
+    other = models.load("tiny#text_encoder", "umt5_tokens", seed=2).model.state_dict()
+    assert any(not torch.equal(w, other[k]) for k, w in ref_sd.items())
+    assert loaded.model.config.d_model == wan_pipe.transformer.config.text_dim
+
+    ref = _wan_prompt_embeds(wan_pipe, WAN_CAPTIONS)  # (3, 512, D): real tokens' states, then zero rows
+    full = embed.token_embeddings(loaded, WAN_CAPTIONS, batch_size=2)  # batches encoded at their longest caption
+    assert full.shape == ref.shape == (3, 512, loaded.model.config.d_model) and full.dtype == np.float32
+    np.testing.assert_allclose(full, ref, rtol=1e-4, atol=1e-5)
+    n_real = [len(i) for i in wan_pipe.tokenizer(["a red car", WAN_CAPTIONS[1]]).input_ids]
+    assert np.all(np.abs(full[0, :n_real[0]]).sum(-1) > 0) and not np.any(full[0, n_real[0]:])
+    # features.tokens.max_length: the first rows of the same embeddings (a longer caption is cut, not re-encoded)
+    cut = embed.token_embeddings(loaded, WAN_CAPTIONS, batch_size=1, max_length=6)
+    assert cut.shape == (3, 6, full.shape[2]) and n_real[1] > 6
+    np.testing.assert_allclose(cut, ref[:, :6], rtol=1e-4, atol=1e-5)
+    assert np.abs(cut[1, -1]).sum() > 0 and not np.any(cut[0, n_real[0]:])
+    for bad in (0, 513, 2.5, True):
+        with pytest.raises(ConfigError, match=r"features\.tokens\.max_length"):
+            embed.token_embeddings(loaded, WAN_CAPTIONS, max_length=bad)
+
+
+def test_clip_token_features_max_length_keeps_the_first_rows(tiny):
+    loaded = tiny["text_tokens"]
+    texts = ["a red circle drifts left", "rain"]
+    full = embed.token_embeddings(loaded, texts)
+    np.testing.assert_array_equal(embed.token_embeddings(loaded, texts, max_length=5), full[:, :5])
+    with pytest.raises(ConfigError, match=r"features\.tokens\.max_length: expected null or a number of tokens in 1"):
+        embed.token_embeddings(loaded, texts, max_length=full.shape[1] + 1)
+
+
+def test_wan_text_encoder_from_the_hub_cache_and_the_token_features_stage(monkeypatch, tmp_path, wan_pipe, tiny):
+    from fmrivid.features.stages import token_features
+    from fmrivid.io.h5 import read_features
+
+    cache = _empty_cache(monkeypatch, tmp_path)
+    commit = "cd" * 20
+    saved = tmp_path / "wan"
+    wan_pipe.save_pretrained(saved)  # text_encoder/ and tokenizer/ side by side, as in the Wan-AI repos
+    _plant(cache, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", commit, saved)
+    spec = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers#text_encoder"
+    loaded = models.load(spec, "umt5_tokens")
+    assert loaded.info["revision"] == commit and loaded.tokenizer is not None
+    np.testing.assert_allclose(embed.token_embeddings(loaded, WAN_CAPTIONS, max_length=16),
+                               _wan_prompt_embeds(wan_pipe, WAN_CAPTIONS)[:, :16], rtol=1e-4, atol=1e-5)
+
+    captions = tmp_path / "captions.tsv"
+    captions.write_text("clip_id\tcaption\tsource\n" + "".join(f"c{i}\t{' '.join(c.split())}\tmetadata\n"
+                                                               for i, c in enumerate(WAN_CAPTIONS)))
+    lines = []
+    out = tmp_path / "text_tokens.h5"
+    token_features(captions, spec, 2, "cpu", 0, out, kind="umt5_tokens", max_length=6, log=lines.append)
+    ids, emb, attrs = read_features(out)
+    assert ids == ["c0", "c1", "c2"] and emb.shape == (3, 6, wan_pipe.transformer.config.text_dim)
+    assert attrs["kind"] == "umt5_tokens" and attrs["class"] == "transformers.UMT5EncoderModel"
+    filled = sum(len(i) >= 6 for i in wan_pipe.tokenizer([" ".join(c.split()) for c in WAN_CAPTIONS]).input_ids)
+    assert 0 < filled < 3 and f"{filled} of 3 captions fill all 6 token rows" in lines[0], lines
+
+    # a CLIP text encoder where the Wan generator's UMT5 is expected: refused before loading, naming the key
+    clip_dir = tmp_path / "clip"
+    _save(tiny["text_tokens"], clip_dir)
+    with pytest.raises(ConfigError, match=r"^features\.tokens\.model: expected a T5-family .*model_type "
+                                          r"'clip_text_model'"):
+        token_features(captions, str(clip_dir), 2, "cpu", 0, tmp_path / "bad.h5", kind="umt5_tokens")

@@ -266,3 +266,51 @@ def test_bad_inputs_name_what_is_wrong(pipe, cond):
         _gen(pipe, cond, ids=["a", "a", "b"])
     with pytest.raises(InputError, match="one row per clip"):
         _gen(pipe, cond, ids=IDS[:2])
+
+
+# --------------------------------------------------------------------------- generate.method wan (the DAG's entry)
+
+
+def test_generate_method_wan_loads_and_generates_through_the_wan_backend(pipe, cond):
+    from diffusers import WanPipeline
+
+    from fmrivid.generate import pipelines
+    from fmrivid.generate.methods import METHODS, token_kind
+
+    assert METHODS["wan"].generator == "wan" and METHODS["wan"].decoded == {"text_tokens": "tokens"}
+    assert token_kind("wan") == "umt5_tokens" and token_kind("text_to_video") == "text_tokens"
+    pcfg = pipelines.settings(dict(CFG), method="wan")
+    loaded = pipelines.load_pipeline("tiny", pcfg, seed=0)
+    assert isinstance(loaded, WanPipeline) and loaded.text_encoder is None  # decoded tokens: no UMT5 needed
+    ref = pipe.transformer.state_dict()
+    assert all(torch.equal(w, loaded.transformer.state_dict()[k]) for k, w in ref.items())
+    # the stage's path: flat decoder rows (N, L*D) and the mean-training negative reshaped to (L, D)
+    inputs = pipelines.generation_inputs("wan", {"text_tokens": cond["text_tokens"].reshape(3, -1)},
+                                         negative=cond["negative"].reshape(-1), token_shape=(L, D))
+    assert inputs["text_tokens"].shape == (3, L, D) and inputs["negative"].shape == (L, D)
+    lines = []
+    video = pipelines.generate(loaded, "wan", inputs, IDS, pcfg, seed=0, log=lines.append)
+    np.testing.assert_array_equal(video, _gen(pipe, cond))  # exactly wan.generate on the same settings
+    assert video.shape == (3, 9, 32, 32, 3) and lines[0].startswith("generate[wan]: batch 1/1")
+    with_text = pipelines.load_pipeline("tiny", pipelines.settings(dict(CFG, negative="empty_prompt"), method="wan"))
+    assert with_text.text_encoder is not None  # the empty prompt is embedded by the pipeline's own UMT5
+    shifted = pipelines.wan_settings(pipelines.settings(dict(CFG, flow_shift=5, scheduler="flow_euler"), method="wan"))
+    assert shifted["flow_shift"] == 5.0 and shifted["scheduler"] == "flow_euler"
+    assert shifted["method"] == "text_to_video"  # wan's own name of its conditioning
+
+
+def test_generate_method_wan_errors_name_the_keys(pipe, cond):
+    from fmrivid.generate import pipelines
+
+    pcfg = pipelines.settings(dict(CFG), method="wan")
+    wide = {"text_tokens": np.zeros((3, L, D + 8), np.float32), "negative": np.zeros((L, D + 8), np.float32)}
+    with pytest.raises(ConfigError, match=r"^features\.tokens\.model: .*generate\.pipeline\.model.*width 32.*"
+                                          r"found decoded text_tokens of shape \(3, 8, 40\)"):
+        pipelines.generate(pipe, "wan", wide, IDS, pcfg, seed=0, log=_quiet)
+    with pytest.raises(ConfigError, match=r"generate\.pipeline\.num_frames: expected 4k\+1 .*found 8"):
+        pipelines.generate(pipe, "wan", cond, IDS, dict(pcfg, num_frames=8), seed=0, log=_quiet)
+    with pytest.raises(ConfigError, match=r"generate\.pipeline\.scheduler: expected one of .*'unipc'.*found 'ddim'"):
+        pipelines.generate(pipe, "wan", cond, IDS, dict(pcfg, scheduler="ddim"), seed=0, log=_quiet)
+    with pytest.raises(ConfigError, match=r"generate\.pipeline\.scheduler: expected 'auto', 'ddim' or 'ddpm' for "
+                                          r"generate\.method 'text_to_video'.*found 'unipc'"):
+        pipelines.settings({"scheduler": "unipc"}, method="text_to_video")

@@ -490,7 +490,7 @@ def _tiny_max_positions(kind, settings):
     return settings.get("max_position_embeddings", 512)
 
 
-# Feature extractors (fmrivid.extractor_kinds): CLIP token embeddings, wav2vec2, BLIP-2, AudioLDM.
+# Feature extractors (fmrivid.extractor_kinds): CLIP / UMT5 token embeddings, wav2vec2, BLIP-2, AudioLDM 2, AudioLDM.
 for _name, _fields in _extractor_kind_fields(_lazy_class).items():
     KINDS[_name] = ModelKind(**_fields)
 
@@ -732,8 +732,8 @@ def load(spec, kind, *, seed=0, device="cpu", dtype=None, tiny_config=None):
         A key of :data:`KINDS`: ``"clip"``, ``"text_encoder"``, ``"vae"``,
         ``"text_tokens"`` (CLIPTextModel), ``"umt5_tokens"`` (UMT5EncoderModel: the Wan
         generator's text encoder), ``"wav2vec2"``, ``"captioner"``
-        (BLIP-2), ``"audioldm"``, ``"text_to_video"`` or ``"text_to_image"`` (diffusers
-        pipelines: AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``, Stable Diffusion
+        (BLIP-2), ``"audioldm2"``, ``"audioldm"``, ``"text_to_video"`` or ``"text_to_image"`` (diffusers
+        pipelines: AudioLDM 2, AudioLDM, ModelScope/Zeroscope ``TextToVideoSDPipeline``, Stable Diffusion
         ``StableDiffusionImg2ImgPipeline`` without safety checker), or a classifier kind.
     seed : int
         Seed of the tiny model's random initialisation (recorded for all specs).

@@ -68,6 +68,7 @@ import fmrivid.generate.stages as _generate_stages
 if DIFFUSERS:
     try:
         _generate_stages.check_generator_vae(config["generate"], FEATURES["vae_model"])
+        _generate_stages.check_pipeline(config["generate"])
         _generate_stages.check_finetune(config["generate"], config["decode"]["neural"])
     except fmrivid.errors.ConfigError as err:
         raise WorkflowError(str(err))

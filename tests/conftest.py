@@ -96,6 +96,7 @@ def tiny_run(tmp_path_factory):
         cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
                "--cores", "2", "--configfile", str(REPO / "config/test.yaml")]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=SMK_ENV, timeout=900)
+        (work / "snakemake_output.txt").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             msg = f"tiny run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
             (work / "FAILED").write_text(msg)

@@ -32,6 +32,10 @@ class Method:
     # its "first" input reaches the generator as an RGB keyframe decoded by features.vae_model (the generator encodes
     # the image with its own encoders, so features.vae_model need not be '<generate.pipeline.model>#vae')
     keyframe: bool = False
+    # features.vae_model latents reach the generator (its decoded inputs or its fine-tuning on
+    # features/vae_frames.h5), so features.vae_model must be '<generate.pipeline.model>#vae'. False for wan: tokens
+    # only, and fine-tuning it is refused (its causal 3-D VAE's latents are not features/vae_frames.h5's)
+    vae_latents: bool = True
 
 
 METHODS = {m.name: m for m in [
@@ -53,7 +57,7 @@ METHODS = {m.name: m for m in [
            {"first_frame": "first"}, generator="image_to_video", keyframe=True),
     Method("wan", "Wan 2.1 text-to-video (WanPipeline, maintained upstream) from noise, conditioned on the decoded "
            "token embeddings of its own UMT5 text encoder", {"text_tokens": "tokens"}, generator="wan",
-           scheduler="auto"),
+           scheduler="auto", vae_latents=False),
 ]}
 
 #: what generate.pipeline.model must be for each generator kind (schema description)

@@ -149,10 +149,11 @@ def check_generator_vae(generate_cfg, vae_model):
     the keyframe methods (:data:`fmrivid.generate.methods.METHODS` ``keyframe``, e.g. ``image_to_video``): their
     decoded first-frame latent is decoded to an RGB image by ``features.vae_model`` itself before generation, and
     the generator (Stable Video Diffusion) encodes that image with its own CLIP image encoder and VAE, so no latent
-    of one VAE ever reaches another's decoder.
+    of one VAE ever reaches another's decoder; and the methods whose generator never sees ``features.vae_model``
+    latents (``vae_latents`` false: ``wan``, conditioned on tokens only, its causal 3-D VAE not fine-tuned).
     """
     declared = METHODS.get(generate_cfg["method"])
-    if generate_cfg["method"] == "demo" or (declared is not None and declared.keyframe):
+    if generate_cfg["method"] == "demo" or (declared is not None and (declared.keyframe or not declared.vae_latents)):
         return
     model = generate_cfg.get("pipeline", {}).get("model", "tiny")
     want = pipeline_vae_spec(model)
@@ -160,6 +161,31 @@ def check_generator_vae(generate_cfg, vae_model):
         raise ConfigError(f"features.vae_model {vae_model!r} disagrees with generate.pipeline.model {model!r}: "
                           f"generate.method {generate_cfg['method']!r} denoises the latents of its own VAE, so "
                           f"features.vae_model must be {want!r}")
+
+
+def check_pipeline(generate_cfg):
+    """Validate ``generate.pipeline`` for ``generate.method`` when the DAG plans, not when a generate job starts.
+
+    The shared keys (:func:`fmrivid.generate.pipelines.settings`) and the generator backend's own constraints
+    (AnimateDiff, Stable Video Diffusion, Wan: e.g. Wan's 4k+1 frames and sizes multiple of 16) are checked by the
+    same functions the generate job calls, so a bad value fails at ``snakemake -n`` naming its key.
+
+    Raises
+    ------
+    ConfigError
+        Naming the ``generate.pipeline`` key, what was expected and what was found.
+    """
+    from fmrivid.generate import pipelines
+
+    method = generate_cfg["method"]
+    declared = METHODS.get(method)
+    if method == "demo" or declared is None or not declared.diffusers:
+        return
+    scfg = pipelines.settings(dict(generate_cfg.get("pipeline", {})), method=method)
+    backend = {"animatediff": pipelines.animatediff_settings, "image_to_video": pipelines.svd_settings,
+               "wan": pipelines.wan_settings}.get(declared.generator)
+    if backend is not None:
+        backend(scfg)
 
 
 def check_finetune(generate_cfg, neural=()):

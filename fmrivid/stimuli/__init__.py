@@ -5,8 +5,9 @@
     metadata, or from a captioning model (BLIP-2) on each clip's first and last
     frames merged as "X, and then Y" (Mind-Animator's recipe).
 ``audio``
-    :func:`~fmrivid.stimuli.audio.synthesize`: one AudioLDM clip per caption, of
-    the clip's duration, seeded per clip. The audio is an engineered temporal
+    :func:`~fmrivid.stimuli.audio.synthesize`: one clip per caption from
+    ``features.audio.pipeline`` (AudioLDM 2, maintained; or the seed's AudioLDM,
+    deprecated upstream), of the clip's duration, seeded per clip. The audio is an engineered temporal
     prior (the audio-guided recipe), not a claim that the brain heard it.
 """
 

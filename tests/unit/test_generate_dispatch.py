@@ -144,3 +144,20 @@ def test_shuffled_control_can_derange_one_input_only(decoded, tmp_path):
         np.testing.assert_array_equal(only_first[-1], manual)
     every = np.concatenate([_run(d, tmp_path / f"a{c}.h5", "two_stage", c, shuffle=True)[1] for c in (0, 1)])
     assert not np.array_equal(np.concatenate(only_first), every)  # all inputs deranged: the tokens too
+
+
+def test_wan_needs_no_generator_vae_and_its_pipeline_is_checked_when_planning():
+    # wan is conditioned on tokens only: any features.vae_model is fine (a real Wan model has no '#vae' that
+    # features could use, its VAE being causal 3-D); the other token-only method keeps the check
+    generate_stages.check_generator_vae({"method": "wan", "pipeline": {"model": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"}},
+                                        "stabilityai/sd-vae-ft-mse")
+    with pytest.raises(ConfigError, match="features.vae_model"):
+        generate_stages.check_generator_vae({"method": "text_to_video", "pipeline": {"model": "some/dir"}},
+                                            "stabilityai/sd-vae-ft-mse")
+    # the backend's own constraints fail at plan time, naming the key
+    with pytest.raises(ConfigError, match=r"generate.pipeline.num_frames.*4k\+1.*found 8"):
+        generate_stages.check_pipeline({"method": "wan", "pipeline": {"num_frames": 8, "height": 32, "width": 32}})
+    generate_stages.check_pipeline({"method": "wan", "pipeline": {"num_frames": 9, "height": 32, "width": 32}})
+    with pytest.raises(ConfigError, match="generate.pipeline.scheduler"):
+        generate_stages.check_pipeline({"method": "animatediff", "pipeline": {"scheduler": "unipc"}})
+    generate_stages.check_pipeline({"method": "demo"})

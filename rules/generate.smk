@@ -94,7 +94,7 @@ if DIFFUSERS:
 
 rule finetune_generator:
     input:
-        vae_frames_path=res("features/vae_frames.h5"),
+        **FINETUNE_SOURCE,
         tokens_path=res("features/text_tokens.h5"),
         splits_path=res("splits.tsv"),
     output:

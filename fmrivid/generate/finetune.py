@@ -1,6 +1,6 @@
 """Optional fine-tuning of the video generator on training pairs (GLFA style, or LoRA).
 
-Two backends, told apart by the pipeline's UNet (:func:`unet_backend`):
+Three backends, told apart by the pipeline's denoiser (:func:`unet_backend`):
 
 ``text_to_video``
     A ``TextToVideoSDPipeline`` (ModelScope, seed 002's GLFA generator) with a ``UNet3DConditionModel``.
@@ -10,6 +10,13 @@ Two backends, told apart by the pipeline's UNet (:func:`unet_backend`):
     (a ``UNetMotionModel``). Its latents are per-frame SD VAE latents, exactly ``features/vae_frames.h5`` of
     ``features.vae_model '<model>#vae'``; the UNet folds frames into the batch, so each clip's condition is
     repeated over its frames (row ``b*T + f``), as in sampling.
+``wan``
+    A ``WanPipeline`` (:mod:`fmrivid.generate.wan`, method ``wan``): the ``WanTransformer3DModel`` is trained
+    by flow matching (below) on normalised latents of Wan's causal 3-D VAE, which the stage encodes from the
+    training clips' frames (:func:`fmrivid.generate.wan.training_latents`: ``features/vae_frames.h5`` holds 2-D
+    VAE latents), conditioned on the caption token features zero-padded to ``max_sequence_length`` rows as
+    generation pads decoded ones (:func:`fmrivid.generate.wan.training_tokens`). No seed fine-tunes Wan;
+    LoRA on its attention projections is the usual way to adapt it (diffusers' ``WanLoraLoaderMixin``).
 
 GLFA fine-tunes only the self-attention, cross-attention and temporal
 convolution layers of the pretrained video UNet, so that the generator keeps
@@ -21,6 +28,8 @@ what it knows while learning to follow fMRI-derived conditions. Mode
 
 * ModelScope: ``attn1`` (spatial and temporal self-attention), ``attn2``
   (cross-attention), ``temp_convs`` (temporal convolutions) - GLFA's choice;
+* Wan: ``attn1`` (self-attention over all space-time patches: Wan has no separate temporal layers) and
+  ``attn2`` (cross-attention to the text tokens);
 * AnimateDiff: ``motion_modules`` (the whole temporal transformers of the
   motion adapter: their two temporal self-attentions ``attn1`` / ``attn2``,
   feed-forward, norms and projections - AnimateDiff's temporal layers, what
@@ -48,7 +57,12 @@ sampler's configured ``beta_schedule``, linear by default, its motion modules'
 training schedule); with
 probability ``cond_dropout`` a condition is replaced by the mean training
 condition, the null condition used at sampling time (for a linear decoder it
-equals the embedding decoded from the mean training fMRI).
+equals the embedding decoded from the mean training fMRI). Wan (a flow-matching
+model, ``flow_prediction``) trains on the rectified-flow loss instead: ``x_t =
+(1 - s) x_0 + s e`` at a noise level ``s = shift u / (1 + (shift - 1) u)``, ``u``
+uniform in (0, 1) and ``shift`` the sampler's ``flow_shift`` (the sigma shift of
+its sampling schedule), timestep ``s * num_train_timesteps``, target the
+velocity ``e - x_0`` (what ``WanPipeline``'s flow sampler integrates).
 
 The loop is :func:`fmrivid.decoders.train.fit`: seeded per-step batches and
 noise, safetensors checkpoints of the trainable tensors (and optimizer) every
@@ -56,8 +70,9 @@ noise, safetensors checkpoints of the trainable tensors (and optimizer) every
 whole pipeline written with ``save_pretrained`` (atomically), which
 ``fmrivid.models.load(out_dir, "text_to_video")`` (ModelScope) or
 ``fmrivid.generate.animatediff.load(out_dir)`` (AnimateDiff; its
-``motion_adapter`` folder is rewritten from the tuned motion modules) loads as
-any generator spec.
+``motion_adapter`` folder is rewritten from the tuned motion modules) or
+``fmrivid.generate.wan.load(out_dir)`` (Wan; saved without its text encoder,
+which generation does not run) loads as any generator spec.
 """
 
 from __future__ import annotations
@@ -80,6 +95,7 @@ __all__ = ["FINETUNE_DEFAULTS", "TRAINABLE_DEFAULTS", "finetune", "finetune_sett
 TRAINABLE_DEFAULTS = {
     "text_to_video": ["attn1", "attn2", "temp_convs"],  # GLFA: self-attention (spatial + temporal), cross-, temp. convs
     "animatediff": ["motion_modules", "attn2"],  # the motion modules (temporal layers) + spatial cross-attention
+    "wan": ["attn1", "attn2"],  # space-time self-attention + cross-attention (Wan has no separate temporal layers)
 }
 
 #: Config section ``generate.finetune`` keys (the lead copies them into the schema).
@@ -106,8 +122,8 @@ _MODES = ("attention_temporal", "lora")
 def finetune_settings(cfg=None, backend="text_to_video"):
     """``cfg`` merged over :data:`FINETUNE_DEFAULTS`, validated (unknown keys raise ConfigError).
 
-    ``trainable: auto`` becomes ``TRAINABLE_DEFAULTS[backend]`` (``backend``: ``text_to_video`` or
-    ``animatediff``, see :func:`unet_backend`).
+    ``trainable: auto`` becomes ``TRAINABLE_DEFAULTS[backend]`` (``backend``: ``text_to_video``,
+    ``animatediff`` or ``wan``, see :func:`unet_backend`).
     """
     if backend not in TRAINABLE_DEFAULTS:
         raise ConfigError(f"generate.finetune: expected a generator backend among {list(TRAINABLE_DEFAULTS)}; "
@@ -145,10 +161,26 @@ def finetune_settings(cfg=None, backend="text_to_video"):
 
 
 def unet_backend(unet):
-    """``"animatediff"`` for a ``UNetMotionModel`` (AnimateDiff), else ``"text_to_video"`` (a UNet3D)."""
-    from diffusers.models import UNetMotionModel
+    """``"animatediff"`` for a ``UNetMotionModel`` (AnimateDiff), ``"wan"`` for a ``WanTransformer3DModel``, else
+    ``"text_to_video"`` (a UNet3D)."""
+    from diffusers.models import UNetMotionModel, WanTransformer3DModel
 
+    if isinstance(unet, WanTransformer3DModel):
+        return "wan"
     return "animatediff" if isinstance(unet, UNetMotionModel) else "text_to_video"
+
+
+def _denoiser(pipe):
+    """The network fine-tuning trains: the pipeline's transformer (Wan) or UNet."""
+    transformer = getattr(pipe, "transformer", None)
+    return transformer if transformer is not None else pipe.unet
+
+
+def _set_denoiser(pipe, net):
+    if getattr(pipe, "transformer", None) is not None:
+        pipe.transformer = net
+    else:
+        pipe.unet = net
 
 
 def trainable_parameter_names(unet, parts):
@@ -238,10 +270,10 @@ def _check_data(train_latents, train_cond, unet, backend="text_to_video"):
     lat = np.asarray(train_latents, dtype=np.float32)
     cond = np.asarray(train_cond, dtype=np.float32)
     c = int(unet.config.in_channels)
+    dim = int(unet.config.text_dim if backend == "wan" else unet.config.cross_attention_dim)
     if lat.ndim != 5 or lat.shape[2] != c or len(lat) < 1:
         raise InputError("train_latents", f"(N, T, {c}, h, w) scaled VAE latents of the training clips",
                          f"shape {lat.shape}")
-    dim = int(unet.config.cross_attention_dim)
     if cond.ndim != 3 or cond.shape[0] != lat.shape[0] or cond.shape[2] != dim:
         raise InputError("train_cond", f"({lat.shape[0]}, L, {dim}) token embeddings, one per training clip",
                          f"shape {cond.shape}")
@@ -256,10 +288,11 @@ def _check_data(train_latents, train_cond, unet, backend="text_to_video"):
 
 
 def _quiet_fp32_notice():
-    """Silence diffusers' notice about an EMPTY list of float32 modules (UNetMotionModel casts / saves)."""
+    """Silence diffusers' notices about an EMPTY list of float32 modules (UNetMotionModel casts / saves) and about
+    the absent components of a pipeline saved without them (Wan's text encoder and tokenizer)."""
     from fmrivid.generate.animatediff import _EMPTY_FP32_NOTICE, _quiet
 
-    return _quiet(_EMPTY_FP32_NOTICE)
+    return _quiet(rf"{_EMPTY_FP32_NOTICE}|=None of type <class 'NoneType'> cannot be saved")
 
 
 @contextlib.contextmanager
@@ -300,14 +333,15 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
 
     Parameters
     ----------
-    pipe : fmrivid.models.LoadedModel, diffusers.TextToVideoSDPipeline or diffusers.AnimateDiffPipeline
-        Loaded in float32 (``models.load(spec, "text_to_video")``, or
-        :func:`fmrivid.generate.animatediff.load`); its UNet is trained in place.
-        The backend (:func:`unet_backend`) follows from its UNet.
+    pipe : fmrivid.models.LoadedModel, diffusers.TextToVideoSDPipeline, AnimateDiffPipeline or WanPipeline
+        Loaded in float32 (``models.load(spec, "text_to_video")``,
+        :func:`fmrivid.generate.animatediff.load` or :func:`fmrivid.generate.wan.load`); its UNet (Wan: its
+        transformer) is trained in place. The backend (:func:`unet_backend`) follows from it.
     train_latents : float32 ndarray (N, T, C, h, w)
         Scaled VAE latents of the TRAINING clips (``features/vae_frames.h5``
         rows of the train split, computed with this pipeline's VAE; AnimateDiff:
-        T at most the motion modules' ``motion_max_seq_length``).
+        T at most the motion modules' ``motion_max_seq_length``; Wan: the
+        normalised latent frames of :func:`fmrivid.generate.wan.training_latents`).
     train_cond : float32 ndarray (N, L, D)
         Conditions of the same clips.
     cfg : dict
@@ -325,7 +359,8 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         Whose config (betas, ``num_train_timesteps``, ``prediction_type``) defines the
         training noise and target (default: the pipeline's scheduler). AnimateDiff:
         :func:`fmrivid.generate.animatediff.scheduler` of the generation settings, so
-        training and sampling share the betas.
+        training and sampling share the betas. Wan: a flow scheduler; its
+        ``num_train_timesteps`` and ``flow_shift`` are used.
 
     Returns
     -------
@@ -337,13 +372,14 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
 
     from fmrivid.generate.pipelines import _pipe
 
-    pipe = _pipe(pipe)
-    unet = pipe.unet
+    pipe = getattr(pipe, "model", pipe)
+    pipe = pipe if getattr(pipe, "transformer", None) is not None else _pipe(pipe)
+    unet = _denoiser(pipe)
     backend = unet_backend(unet)
     fcfg = finetune_settings(cfg, backend)
     device = torch.device(device)
     lat, cond = _check_data(train_latents, train_cond, unet, backend)
-    for name in ("unet", "vae", "text_encoder"):
+    for name in ("unet", "transformer", "vae", "text_encoder"):
         part = getattr(pipe, name, None)
         if part is not None and (next(part.parameters()).dtype != torch.float32
                                  or next(part.parameters()).device.type != device.type):
@@ -355,6 +391,7 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
             torch.manual_seed(int(seed))
             unet, names = _add_lora(unet, fcfg)
         unet.to(device)
+        _set_denoiser(pipe, unet)
     else:
         names = trainable_parameter_names(unet, fcfg["trainable"])
         if not names:
@@ -369,20 +406,26 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         params[name].requires_grad_(True)
     n_train = sum(params[n].numel() for n in names)
     n_all = sum(p.numel() for p in unet.parameters())
-    log(f"finetune[{backend}, {fcfg['mode']}]: {len(names)} tensors, {n_train:,} of {n_all:,} UNet parameters "
+    log(f"finetune[{backend}, {fcfg['mode']}]: {len(names)} tensors, {n_train:,} of {n_all:,} denoiser parameters "
         f"trainable ({100.0 * n_train / n_all:.2f}%); {len(lat)} training clips")
     if fcfg["gradient_checkpointing"] and hasattr(unet, "enable_gradient_checkpointing"):
         unet.enable_gradient_checkpointing()
 
     from diffusers import DDPMScheduler
 
-    noise_sched = DDPMScheduler.from_config((noise_scheduler or pipe.scheduler).config)
-    acp = noise_sched.alphas_cumprod.to(device=device, dtype=torch.float32)
-    n_steps = int(noise_sched.config.num_train_timesteps)
-    target_type = noise_sched.config.prediction_type
-    if target_type not in ("epsilon", "v_prediction"):
-        raise ConfigError(f"finetune: scheduler prediction_type {target_type!r} is not supported "
-                          f"(expected 'epsilon' or 'v_prediction')")
+    sched_cfg = (noise_scheduler or pipe.scheduler).config
+    if backend == "wan":  # flow matching: the sampler's timestep range and sigma shift
+        n_steps, acp = int(sched_cfg.get("num_train_timesteps", 1000)), None
+        shift = float(sched_cfg.get("flow_shift", None) or sched_cfg.get("shift", None) or 1.0)
+        target_type = "flow_prediction"
+    else:
+        noise_sched = DDPMScheduler.from_config(sched_cfg)
+        acp = noise_sched.alphas_cumprod.to(device=device, dtype=torch.float32)
+        n_steps = int(noise_sched.config.num_train_timesteps)
+        target_type = noise_sched.config.prediction_type
+        if target_type not in ("epsilon", "v_prediction"):
+            raise ConfigError(f"finetune: scheduler prediction_type {target_type!r} is not supported "
+                              f"(expected 'epsilon' or 'v_prediction')")
     null = torch.from_numpy(cond.mean(0)).to(device)
     p_drop = float(fcfg["cond_dropout"])
     autocast = _autocast(fcfg, device)
@@ -391,14 +434,23 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
         x0, c = batch["latents"], batch["cond"]
         b = x0.shape[0]
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(device)
-        t = torch.randint(0, n_steps, (b,), generator=gen, device=gen.device).to(device)
+        if backend == "wan":  # rectified flow: x_t on the line from x_0 to the noise, velocity target
+            u = torch.rand(b, generator=gen, device=gen.device).to(device)
+            sigma = shift * u / (1 + (shift - 1) * u)
+            t = sigma * n_steps
+        else:
+            t = torch.randint(0, n_steps, (b,), generator=gen, device=gen.device).to(device)
         keep = (torch.rand(b, generator=gen, device=gen.device) >= p_drop).to(device)
         c = torch.where(keep[:, None, None], c, null[None])
         if backend == "animatediff":  # the motion UNet folds frames into the batch: one text row per frame
             c = c.repeat_interleave(x0.shape[2], dim=0)
-        a = acp[t].view(b, 1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        target = noise if target_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        if backend == "wan":
+            s = sigma.view(b, 1, 1, 1, 1)
+            xt, target = (1 - s) * x0 + s * noise, noise - x0
+        else:
+            a = acp[t].view(b, 1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            target = noise if target_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
         with autocast():
             pred = view.unet(xt, t, encoder_hidden_states=c, return_dict=False)[0]
         return {"loss": F.mse_loss(pred.float(), target)}
@@ -413,7 +465,7 @@ def finetune(pipe, train_latents, train_cond, cfg, out_dir, seed=0, device="cpu"
     unet.requires_grad_(False)
     if fcfg["mode"] == "lora":
         unet = _merge_lora(unet)
-        pipe.unet = unet
+        _set_denoiser(pipe, unet)
     if fcfg["gradient_checkpointing"] and hasattr(unet, "disable_gradient_checkpointing"):
         unet.disable_gradient_checkpointing()
     if backend == "animatediff":

@@ -182,6 +182,7 @@ def check_pipeline(generate_cfg):
     if method == "demo" or declared is None or not declared.diffusers:
         return
     scfg = pipelines.settings(dict(generate_cfg.get("pipeline", {})), method=method)
+    scfg["scheduler"] = pipelines.scheduler_name(scfg)  # 'auto' resolved to the method's, as pipelines.generate does
     backend = {"animatediff": pipelines.animatediff_settings, "image_to_video": pipelines.svd_settings,
                "wan": pipelines.wan_settings}.get(declared.generator)
     if backend is not None:
@@ -193,9 +194,9 @@ def check_finetune(generate_cfg, neural=()):
 
     Fine-tuning (:mod:`fmrivid.generate.finetune`) trains the UNet of a text-to-video generator (ModelScope's
     UNet3D) or of AnimateDiff (methods ``animatediff`` / ``neuroclips``: the SD1.5 UNet + motion modules) on the
-    training clips; the text-to-image generator of ``image_img2img`` (Stable Diffusion) and Stable Video
-    Diffusion are used as pretrained, as in seed 003; fine-tuning Wan (flow matching on its causal 3-D VAE's
-    latents, which ``features/vae_frames.h5`` does not hold) is not supported yet. Co-training
+    training clips, or the transformer of Wan (method ``wan``: flow matching on its causal 3-D VAE's latents of
+    the training clips' frames); the text-to-image generator of ``image_img2img`` (Stable Diffusion) and Stable
+    Video Diffusion are used as pretrained, as in seed 003. Co-training
     (``finetune.cotrain``, :mod:`fmrivid.generate.cotrain`) needs GLFA's flat maps and settings: ``align`` in
     ``decode.neural`` (``neural``), and a text-to-video generator.
     """
@@ -207,14 +208,10 @@ def check_finetune(generate_cfg, neural=()):
                           f"subjects' flat maps with GLFA); found decode.neural {list(neural)}")
     declared = METHODS.get(method)
     kind = declared.generator if declared is not None else None
-    if method == "wan" or kind == "wan":
-        raise ConfigError(f"generate.finetune.enabled: fine-tuning the Wan generator (generate.method {method!r}) "
-                          f"is not supported yet (its flow-matching transformer trains on latents of its causal "
-                          f"3-D VAE, which features/vae_frames.h5 does not hold); expected false; found true")
-    if kind not in ("text_to_video", "animatediff"):
+    if kind not in ("text_to_video", "animatediff", "wan"):
         raise ConfigError(f"generate.finetune.enabled: expected false with generate.method {method!r} (its "
-                          f"{kind} generator is used pretrained; fine-tuning trains text-to-video and AnimateDiff "
-                          f"generators only); found true")
+                          f"{kind} generator is used pretrained; fine-tuning trains text-to-video, AnimateDiff and "
+                          f"Wan generators only); found true")
     if generate_cfg["finetune"].get("cotrain") and kind != "text_to_video":
         raise ConfigError(f"generate.finetune.cotrain: expected a text-to-video generator (GLFA co-trains "
                           f"ModelScope's UNet3D); found generate.method {method!r} ({kind})")
@@ -349,13 +346,18 @@ def generate_diffusers(decoded, token_model, fmri_path, cfg, seed, out_path, chu
     log(f"generated {video.shape}")
 
 
-def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out_dir, log=print):
+def finetune_generator(tokens_path, splits_path, cfg, seed, out_dir, vae_frames_path=None, frames_path=None,
+                       log=print):
     """Fine-tune the diffusers generator on the TRAINING clips (latents + caption token embeddings).
 
     Parameters
     ----------
     vae_frames_path : path
-        ``features/vae_frames.h5`` (scaled latents of every frame, from the generator's own VAE).
+        ``features/vae_frames.h5`` (scaled latents of every frame, from the generator's own VAE); every generator
+        but Wan.
+    frames_path : path
+        ``features/frames.h5``: Wan (method ``wan``) encodes the training clips' frames with its own causal 3-D VAE
+        (:func:`fmrivid.generate.wan.training_latents`).
     tokens_path : path
         ``features/text_tokens.h5``.
     splits_path : path
@@ -365,8 +367,9 @@ def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out
         ``text_to_video``) chooses the generator kind ``pipeline.model`` is loaded as
         (:func:`fmrivid.generate.pipelines.load_pipeline`): a text-to-video UNet3D (ModelScope), or for
         ``animatediff`` / ``neuroclips`` an AnimateDiff pipeline (``pipeline.motion_adapter``), whose training noise
-        uses the sampler's betas (``pipeline.beta_schedule``, :func:`fmrivid.generate.animatediff.scheduler`).
-        Other methods raise ConfigError (:func:`check_finetune`).
+        uses the sampler's betas (``pipeline.beta_schedule``, :func:`fmrivid.generate.animatediff.scheduler`), or
+        for ``wan`` a WanPipeline (flow matching with the sampler's ``flow_shift``; tokens zero-padded to
+        ``pipeline.max_sequence_length``). Other methods raise ConfigError (:func:`check_finetune`).
     out_dir : path
         A ``save_pretrained`` pipeline folder (written atomically by ``finetune``), loaded back by generation as
         ``pipeline`` (:func:`generate_diffusers`).
@@ -380,15 +383,25 @@ def finetune_generator(vae_frames_path, tokens_path, splits_path, cfg, seed, out
     kind = pipelines.generator_kind(method)
 
     train = clip_ids(read_splits(splits_path), "train")
-    _, latents, _ = read_features(vae_frames_path, train)
+    source = frames_path if kind == "wan" else vae_frames_path
+    if source is None:
+        raise ConfigError(f"finetune_generator: generate.method {method!r} trains on "
+                          f"{'features/frames.h5 (frames_path)' if kind == 'wan' else 'features/vae_frames.h5'}; "
+                          f"none was given")
+    _, latents, _ = read_features(source, train)
     _, tokens, _ = read_features(tokens_path, train)
     if latents.ndim != 5 or tokens.ndim != 3:
-        raise InputError(vae_frames_path, "latents (N, T, C, h, w) and token embeddings (N, L, D) in "
-                         f"{tokens_path}", f"shapes {latents.shape} and {tokens.shape}")
+        raise InputError(source, f"{'frames (N, T, H, W, 3)' if kind == 'wan' else 'latents (N, T, C, h, w)'} and "
+                         f"token embeddings (N, L, D) in {tokens_path}", f"shapes {latents.shape} and {tokens.shape}")
     device = resolve_device(cfg["device"], log)
     pcfg = pipelines.settings(dict(cfg.get("pipeline", {})), method="text_to_video" if kind == "text_to_video"
                               else method, dtype="float32")
     loaded = pipelines.load_pipeline(pcfg["model"], pcfg, seed=0, device=device)  # weights: as in generation
+    if kind == "wan":  # latents of Wan's own 3-D VAE; tokens padded as generation pads decoded ones
+        from fmrivid.generate import wan
+
+        latents = wan.training_latents(loaded, latents, log=log)
+        tokens = wan.training_tokens(tokens, pipelines.wan_settings(pcfg)["max_sequence_length"])
     noise_scheduler = None
     if kind == "animatediff":  # train with the betas the sampler uses (AnimateDiff's linear schedule by default)
         from fmrivid.generate import animatediff

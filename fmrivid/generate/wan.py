@@ -46,6 +46,10 @@ Conditioning (fmrivid's rule: the brain, never a stimulus, drives generation):
   for classifier-free guidance (``guidance_scale`` > 1). ``negative: empty_prompt`` uses the text encoder's
   embedding of "" instead (the pipeline's own default; needs the text encoder).
 
+Fine-tuning (``generate.finetune``, :mod:`fmrivid.generate.finetune` backend ``wan``): LoRA or attention training
+of the transformer by flow matching on the training clips' latents of this VAE (:func:`training_latents`) with
+their caption tokens padded as here (:func:`training_tokens`).
+
 Sampling is the pipeline's own ``__call__`` (no loop of ours: the maintained sampler is the point of this
 backend), run on a sampler ``WanPipeline`` that shares the loaded transformer and VAE (no weight copy) with a fresh
 scheduler and no text encoder, so the 5.7B-parameter UMT5-xxl never has to move to the GPU.
@@ -74,7 +78,7 @@ from fmrivid.errors import ConfigError, InputError
 from fmrivid.utils import clip_seed
 
 __all__ = ["DEFAULTS", "REAL_MODEL", "TINY_DEFAULTS", "WAN21_T2V_1_3B_CONFIG", "generate", "load", "prepare",
-           "prompt_embeddings", "settings", "text_dim", "text_embeddings"]
+           "prompt_embeddings", "settings", "text_dim", "text_embeddings", "training_latents", "training_tokens"]
 
 #: hub id of the real generator (local cache only; ``hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers`` on a cluster)
 REAL_MODEL = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
@@ -685,6 +689,67 @@ def _negative(pipe, cond, scfg, shape, length):
     if not np.all(np.isfinite(neg)):
         raise InputError("cond['negative']", "finite values", "NaN or inf")
     return _pad(neg, length)
+
+
+# --------------------------------------------------------------------------- fine-tuning data
+
+
+def training_latents(pipe, frames, batch_size=2, log=print):
+    """Normalised Wan VAE latents of training clips: what the flow-matching transformer denoises.
+
+    ``features/vae_frames.h5`` holds per-frame latents of a 2-D VAE; Wan's causal 3-D VAE compresses time too
+    (4k+1 frames -> k+1 latent frames), so fine-tuning (:mod:`fmrivid.generate.finetune`, backend ``wan``) encodes
+    the training clips' frames itself, with the pipeline's own VAE in float32: the mode of ``vae.encode``,
+    normalised as ``WanPipeline`` un-normalises before decoding, ``(z - latents_mean) / latents_std``.
+
+    Parameters
+    ----------
+    pipe : diffusers.WanPipeline (or an object whose ``model`` is one)
+    frames : uint8 ndarray (N, T, H, W, 3)
+        The training clips of ``features/frames.h5``; T = 4k+1, H and W multiples of 16.
+    batch_size : int
+        Clips per encoder call.
+    log : callable
+
+    Returns
+    -------
+    float32 ndarray (N, k+1, C, H/8, W/8)
+        Frames-first, as :func:`fmrivid.generate.finetune.finetune` takes latents.
+    """
+    import torch
+
+    pipe = _pipe(pipe)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3 or len(frames) < 1:
+        raise InputError("frames", "uint8 clips (N, T, H, W, 3) from features/frames.h5",
+                         f"{frames.dtype} array of shape {frames.shape}")
+    n_frames, height, width = frames.shape[1:4]
+    if (n_frames - 1) % 4 or height % 16 or width % 16:
+        raise InputError("frames", "4k+1 frames of H x W, multiples of 16 (Wan's VAE: x4 temporal, x8 spatial "
+                         "compression, 2x2 patches)", f"{n_frames} frames of {height} x {width}")
+    vae = pipe.vae
+    device = next(vae.parameters()).device
+    z_dim = int(vae.config.z_dim)
+    mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(1, z_dim, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(1, z_dim, 1, 1, 1)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(frames), int(batch_size)):
+            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + int(batch_size)]))
+            x = (x.permute(0, 4, 1, 2, 3).to(torch.float32) / 127.5 - 1.0).to(device, next(vae.parameters()).dtype)
+            z = vae.encode(x).latent_dist.mode().float()
+            out.append(((z - mean) / std).permute(0, 2, 1, 3, 4).cpu().numpy())
+            log(f"wan latents: {min(len(frames), start + int(batch_size))}/{len(frames)} training clips")
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def training_tokens(tokens, max_sequence_length):
+    """Token features (N, L, D) zero-padded to ``max_sequence_length`` rows, as :func:`generate` pads decoded ones."""
+    tokens = np.asarray(tokens, dtype=np.float32)
+    if tokens.ndim != 3 or not 1 <= tokens.shape[1] <= int(max_sequence_length):
+        raise InputError("features/text_tokens.h5", f"(N, L, D) token features with L <= max_sequence_length="
+                         f"{max_sequence_length}", f"shape {tokens.shape}")
+    return _pad(tokens, int(max_sequence_length))
 
 
 # --------------------------------------------------------------------------- generation

@@ -161,3 +161,7 @@ def test_wan_needs_no_generator_vae_and_its_pipeline_is_checked_when_planning():
     with pytest.raises(ConfigError, match="generate.pipeline.scheduler"):
         generate_stages.check_pipeline({"method": "animatediff", "pipeline": {"scheduler": "unipc"}})
     generate_stages.check_pipeline({"method": "demo"})
+    # every generator plans with the defaults ('auto' scheduler: the method's own, as generation resolves it)
+    for method in ("animatediff", "neuroclips", "image_to_video", "text_to_video", "image_img2img"):
+        generate_stages.check_pipeline({"method": method, "pipeline": {}})
+    generate_stages.check_pipeline({"method": "wan", "pipeline": {"num_frames": 5}})

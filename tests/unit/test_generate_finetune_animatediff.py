@@ -190,8 +190,9 @@ def test_check_finetune_admits_animatediff_and_refuses_what_cannot_be_tuned():
         check_finetune({"method": method, "finetune": {"enabled": True}})
     with pytest.raises(ConfigError, match="generate.finetune.cotrain: expected a text-to-video generator"):
         check_finetune({"method": "animatediff", "finetune": {"enabled": True, "cotrain": True}}, ["align"])
-    with pytest.raises(ConfigError, match="Wan generator .* is not supported yet"):
-        check_finetune({"method": "wan", "finetune": {"enabled": True}})
+    check_finetune({"method": "wan", "finetune": {"enabled": True}})  # tests/unit/test_generate_finetune_wan.py
+    with pytest.raises(ConfigError, match="generate.finetune.cotrain: expected a text-to-video generator"):
+        check_finetune({"method": "wan", "finetune": {"enabled": True, "cotrain": True}}, ["align"])
     with pytest.raises(ConfigError, match="generate.finetune.enabled: expected false with generate.method "
                                           "'image_to_video'"):
         check_finetune({"method": "image_to_video", "finetune": {"enabled": True}})
@@ -221,8 +222,8 @@ def test_stage_dispatches_on_the_method_and_reads_training_rows_only(tmp_path, m
     cfg = {"method": "neuroclips", "device": "cpu", "pipeline": {"model": "tiny", "beta_schedule": "scaled_linear"},
            "finetune": {"enabled": True, "mode": "lora", "lora_rank": 2, "steps": 2, "batch_size": 2,
                         "checkpoint_every": 2}}
-    stages.finetune_generator(tmp_path / "vae_frames.h5", tmp_path / "text_tokens.h5", tmp_path / "splits.tsv",
-                              cfg, seed=0, out_dir=tmp_path / "finetuned", log=quiet)
+    stages.finetune_generator(tmp_path / "text_tokens.h5", tmp_path / "splits.tsv", cfg, seed=0,
+                              out_dir=tmp_path / "finetuned", vae_frames_path=tmp_path / "vae_frames.h5", log=quiet)
     assert seen["unet"] == "UNetMotionModel" and seen["n"] == 4
     # the training noise uses the sampler's betas (here SD's scaled_linear, not AnimateDiff's default linear)
     want = ad.scheduler(ad.load("tiny"), {"beta_schedule": "scaled_linear"}).betas
@@ -230,9 +231,10 @@ def test_stage_dispatches_on_the_method_and_reads_training_rows_only(tmp_path, m
     info = json.loads((tmp_path / "finetuned" / "finetune.json").read_text())
     assert info["backend"] == "animatediff" and info["n_train_clips"] == 4
     assert isinstance(ad.load(str(tmp_path / "finetuned")).unet, type(ad.load("tiny").unet))
-    with pytest.raises(ConfigError, match="not supported yet"):
-        stages.finetune_generator(tmp_path / "vae_frames.h5", tmp_path / "text_tokens.h5", tmp_path / "splits.tsv",
-                                  dict(cfg, method="wan"), seed=0, out_dir=tmp_path / "w", log=quiet)
+    with pytest.raises(ConfigError, match="expected false with generate.method 'image_to_video'"):
+        stages.finetune_generator(tmp_path / "text_tokens.h5", tmp_path / "splits.tsv",
+                                  dict(cfg, method="image_to_video"), seed=0, out_dir=tmp_path / "w",
+                                  vae_frames_path=tmp_path / "vae_frames.h5", log=quiet)
 
 
 def test_dry_run_plans_finetune_generator_for_animatediff(tmp_path):

@@ -110,7 +110,8 @@ def test_cc2017_preset_plans_every_rule_and_keeps_240_samples_per_segment(tmp_pa
     # The seed recipes that run on the demo data (tests/workflow/test_recipes.py) plan on CC2017 too, each with its
     # own methods (generation variants) and decoders.
     for recipe, methods, decoders in (("mind_animator", {"mind_animator"}, {"semantic", "structure", "motion"}),
-                                      ("audio_guided", {"fusion", "fmri_only"}, {"fusion"})):
+                                      ("audio_guided", {"fusion", "fmri_only"}, {"fusion"}),
+                                      ("neuroclips", {"neuroclips"}, {"structure", "motion"})):
         proc = smk(tmp_path, "-n", "--configfile", str(REPO / "config/cc2017.yaml"), str(ds_yaml),
                    str(REPO / f"config/recipes/{recipe}.yaml"), str(TINY))
         for m in methods:

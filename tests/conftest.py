@@ -115,3 +115,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("tiny"))
         elif item.name == "test_slurm_run_equals_local_run":
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests: the suite runs on two pytest workers sharing two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def quiet(_message):
+    """A ``log`` callable that drops its messages."""

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, quiet
 
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate import animatediff as ad
@@ -35,16 +35,7 @@ N, T, C, H, L, D = 4, 4, 4, 4, 8, 32  # clips, frames, latent channels, latent s
 GEN = {"num_frames": T, "height": 8 * H, "width": 8 * H, "steps": 2, "batch_size": 1, "guidance_scale": 1.0}
 
 
-def quiet(_):
-    pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two workers, two cores
 
 
 def _train_data(n=N, frames=T, seed=3):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, quiet
 
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate import wan
@@ -36,16 +36,7 @@ GEN = {"num_frames": 5, "height": 8 * H, "width": 8 * H, "steps": 2, "batch_size
        "max_sequence_length": 16}
 
 
-def quiet(_):
-    pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two workers, two cores
 
 
 def _train_data(pipe, n=N, seed=3):

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import quiet as _quiet
 
 from fmrivid import models
 from fmrivid.errors import ConfigError, InputError, ModelNotAvailableError
@@ -28,16 +29,7 @@ IDS = ["seg1_0", "seg1_1", "seg2_7"]
 CFG = {"num_frames": T, "steps": 4, "batch_size": 3, "guidance_scale": 3.0}
 
 
-def _quiet(_msg):
-    pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two workers, two cores
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,7 @@ IDS = ["seg1_0", "seg1_1", "seg2_7"]
 CFG = {"num_frames": T, "height": S, "width": S, "steps": 3, "batch_size": 3, "decode_chunk_size": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two workers, two cores
 
 
 @pytest.fixture(scope="module")

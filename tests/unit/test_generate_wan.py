@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import quiet as _quiet
 
 from fmrivid.errors import ConfigError, InputError, ModelNotAvailableError
 from fmrivid.generate import wan
@@ -28,16 +29,7 @@ CFG = {"num_frames": 9, "height": 32, "width": 32, "steps": 3, "guidance_scale":
        "max_sequence_length": MAXLEN}
 
 
-def _quiet(_msg):
-    pass
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: two workers, two cores
 
 
 @pytest.fixture(scope="module")

@@ -138,14 +138,8 @@ _AUDIOLDM2_TINY = {
     "lm_layers": 2,
     "lm_heads": 4,
     "max_new_tokens": 8,
-    "unet_channels": [16, 32],
-    "latent_channels": 4,
-    "vae_channels": [8, 16],
-    "mel_bins": 16,
-    "vocoder_channels": 16,
-    "upsample_rates": [8, 4, 5],
-    "sampling_rate": 16000,
-    "num_train_timesteps": 1000,
+    **{k: _AUDIOLDM_TINY[k] for k in ("unet_channels", "latent_channels", "vae_channels", "mel_bins",
+                                      "vocoder_channels", "upsample_rates", "sampling_rate", "num_train_timesteps")},
 }
 
 # The tiny text-to-video pipeline. Keys: the CLIP text tower (hidden size, layers, heads, MLP width,

@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup tests
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=30 tests
 
 rehearse: install
 	$(BIN)/python -m fmrivid.rehearse $(REHEARSE_DIR) --cores $(CORES)

@@ -66,7 +66,10 @@ import numpy as np
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate.pipelines import (
     _torch_dtype,
+    check_bool,
     check_clip_ids,
+    check_int,
+    check_number,
     guidance_negative,
     merge_settings,
     sample_batches,
@@ -172,23 +175,14 @@ def settings(cfg=None, **overrides):
         if not isinstance(out[key], (str, Path)) or not str(out[key]).strip():
             raise ConfigError(f"{_KEY}.{key}: expected a model spec (text); found {out[key]!r}")
     for key in ("num_frames", "height", "width", "steps", "batch_size"):
-        if isinstance(out[key], bool) or not isinstance(out[key], (int, np.integer)) or out[key] < 1:
-            raise ConfigError(f"{_KEY}.{key}: expected a positive integer; found {out[key]!r}")
-    if isinstance(out["decode_slice"], bool) or not isinstance(out["decode_slice"], (int, np.integer)) \
-            or out["decode_slice"] < 0:
-        raise ConfigError(f"{_KEY}.decode_slice: expected 0 or a positive integer; found {out['decode_slice']!r}")
-    for key, low, high, what in (("strength", 0.0, 1.0, "a number in (0, 1]"),
-                                 ("guidance_scale", 0.0, float("inf"), "a number >= 0"),
-                                 ("eta", 0.0, 1.0, "a number in [0, 1]")):
-        value = out[key]
-        ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
-        ok = ok and (low < value <= high if key == "strength" else low <= value <= high)
-        if not ok:
-            raise ConfigError(f"{_KEY}.{key}: expected {what}; found {value!r}")
+        check_int(key, out[key])
+    check_int("decode_slice", out["decode_slice"], 0)
+    check_number("strength", out["strength"], 0.0, 1.0, "a number in (0, 1]", open_low=True)
+    check_number("guidance_scale", out["guidance_scale"])
+    check_number("eta", out["eta"], 0.0, 1.0, "a number in [0, 1]")
     if out["vae_upcast"] not in ("auto", True, False):
         raise ConfigError(f"{_KEY}.vae_upcast: expected 'auto', true or false; found {out['vae_upcast']!r}")
-    if not isinstance(out["exact_cpu"], bool):
-        raise ConfigError(f"{_KEY}.exact_cpu: expected true or false; found {out['exact_cpu']!r}")
+    check_bool("exact_cpu", out["exact_cpu"])
     return out
 
 

@@ -142,6 +142,37 @@ _CHOICES = {
 # --------------------------------------------------------------------------- config
 
 
+def check_int(key, value, minimum=1, what=None, section="generate.pipeline"):
+    """``value`` as an int >= ``minimum``, else ConfigError ``<section>.<key>: expected <what>; found <value>``.
+
+    The generator backends' ``settings`` share these checks (:func:`check_number`, :func:`check_bool`), so every
+    count, number and switch of ``generate.pipeline`` is refused with the same words.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        what = what or {1: "a positive integer", 0: "0 or a positive integer"}.get(minimum,
+                                                                                  f"an integer >= {minimum}")
+        raise ConfigError(f"{section}.{key}: expected {what}; found {value!r}")
+    return int(value)
+
+
+def check_number(key, value, low=0.0, high=float("inf"), what=None, open_low=False, section="generate.pipeline"):
+    """``value`` as a finite float in [low, high] ((low, high] with ``open_low``), else ConfigError naming the key."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
+    ok = ok and (low < value if open_low else low <= value) and value <= high
+    if not ok:
+        bounds = f"> {low:g}" if open_low else f">= {low:g}"
+        raise ConfigError(f"{section}.{key}: expected {what or 'a number ' + bounds}; found {value!r}")
+    return float(value)
+
+
+def check_bool(key, value, section="generate.pipeline"):
+    """``value`` when it is true or false, else ConfigError naming the key."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{section}.{key}: expected true or false; found {value!r}")
+    return value
+
+
 def merge_settings(defaults, choices, cfg, overrides, key="generate.pipeline"):
     """``cfg`` then ``overrides`` merged over ``defaults``: unknown keys and values outside ``choices`` (key ->
     allowed values) raise ``ConfigError`` naming ``<key>.<name>``. Shared by every generator backend's
@@ -180,16 +211,12 @@ def settings(cfg=None, **overrides):
     """
     out = merge_settings(DEFAULTS, _CHOICES, cfg, overrides)
     for key in ("num_frames", "height", "width", "steps", "batch_size"):
-        if int(out[key]) < 1:
-            raise ConfigError(f"generate.{key}: expected a positive integer; found {out[key]!r}")
-    if int(out["decode_slice"]) < 0:
-        raise ConfigError(f"generate.decode_slice: expected 0 or a positive integer; found {out['decode_slice']!r}")
-    if not 0.0 < float(out["strength"]) <= 1.0:
-        raise ConfigError(f"generate.strength: expected a number in (0, 1]; found {out['strength']!r}")
-    if float(out["guidance_scale"]) < 0:
-        raise ConfigError(f"generate.guidance_scale: expected >= 0; found {out['guidance_scale']!r}")
+        check_int(key, out[key])
+    check_int("decode_slice", out["decode_slice"], 0)
+    check_number("strength", out["strength"], 0.0, 1.0, "a number in (0, 1]", open_low=True)
+    check_number("guidance_scale", out["guidance_scale"])
     if out["vae_upcast"] not in ("auto", True, False):
-        raise ConfigError(f"generate.vae_upcast: expected 'auto', true or false; found {out['vae_upcast']!r}")
+        raise ConfigError(f"generate.pipeline.vae_upcast: expected 'auto', true or false; found {out['vae_upcast']!r}")
     if out["scheduler"] in ("unipc", "flow_euler") and generator_kind(out["method"]) != "wan":
         raise ConfigError(f"generate.pipeline.scheduler: expected 'auto', 'ddim' or 'ddpm' for generate.method "
                           f"{out['method']!r} (unipc / flow_euler are the wan generator's flow samplers); found "

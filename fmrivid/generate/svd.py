@@ -50,7 +50,14 @@ from pathlib import Path
 import numpy as np
 
 from fmrivid.errors import ConfigError, InputError
-from fmrivid.generate.pipelines import _torch_dtype, check_clip_ids, merge_settings
+from fmrivid.generate.pipelines import (
+    _torch_dtype,
+    check_bool,
+    check_clip_ids,
+    check_int,
+    check_number,
+    merge_settings,
+)
 
 __all__ = ["DEFAULTS", "REAL_MODELS", "TINY", "decode_keyframes", "generate", "keyframe_images", "load", "prepare",
            "settings"]
@@ -129,18 +136,6 @@ _KEY = "generate.pipeline"
 # --------------------------------------------------------------------------- config
 
 
-def _positive_int(key, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ConfigError(f"{_KEY}.{key}: expected {what}; found {value!r}")
-
-
-def _number(key, value, low, what):
-    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
-    if not ok or value < low:
-        raise ConfigError(f"{_KEY}.{key}: expected {what}; found {value!r}")
-
-
 def settings(cfg=None, **overrides):
     """``cfg`` merged over :data:`DEFAULTS` (with :func:`fmrivid.generate.pipelines.merge_settings`), validated.
 
@@ -166,21 +161,19 @@ def settings(cfg=None, **overrides):
     if not isinstance(out["model"], (str, Path)) or not str(out["model"]).strip():
         raise ConfigError(f"{_KEY}.model: expected a model spec (text); found {out['model']!r}")
     for key in ("steps", "num_frames", "height", "width", "fps", "batch_size"):
-        _positive_int(key, out[key])
+        check_int(key, out[key])
     for key in ("motion_bucket_id", "decode_chunk_size"):
-        _positive_int(key, out[key], minimum=0)
+        check_int(key, out[key], 0)
     for key in ("height", "width"):
         if out[key] % 8:
             raise ConfigError(f"{_KEY}.{key}: expected a multiple of 8 (StableVideoDiffusionPipeline); "
                               f"found {out[key]!r}")
-    _number("noise_aug_strength", out["noise_aug_strength"], 0.0, "a number >= 0")
-    for key in ("min_guidance_scale", "max_guidance_scale"):
-        _number(key, out[key], 0.0, "a number >= 0")
+    for key in ("noise_aug_strength", "min_guidance_scale", "max_guidance_scale"):
+        check_number(key, out[key])
     if out["min_guidance_scale"] > out["max_guidance_scale"]:
         raise ConfigError(f"{_KEY}.min_guidance_scale: expected at most max_guidance_scale "
                           f"{out['max_guidance_scale']!r}; found {out['min_guidance_scale']!r}")
-    if not isinstance(out["exact_cpu"], bool):
-        raise ConfigError(f"{_KEY}.exact_cpu: expected true or false; found {out['exact_cpu']!r}")
+    check_bool("exact_cpu", out["exact_cpu"])
     return out
 
 

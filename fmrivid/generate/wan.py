@@ -149,24 +149,6 @@ WAN21_T2V_1_3B_CONFIG = {
 # --------------------------------------------------------------------------- config
 
 
-def _int(key, value, minimum, what):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise ConfigError(f"generate.pipeline.{key}: expected {what}; found {value!r}")
-    return int(value)
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise ConfigError(f"generate.pipeline.{key}: expected true or false; found {value!r}")
-    return value
-
-
-def _number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    return float(value)
-
-
 def settings(cfg=None, **overrides):
     """``cfg`` merged over :data:`DEFAULTS`, validated.
 
@@ -188,38 +170,36 @@ def settings(cfg=None, **overrides):
         ``generate.pipeline.<key>: expected ...; found ...`` for an unknown key, a value outside its choices, a
         frame count that is not 4k+1, a size that is not a positive multiple of 16, or a bad number.
     """
-    from fmrivid.generate.pipelines import merge_settings
+    from fmrivid.generate.pipelines import (
+        check_bool,
+        check_int,
+        check_number,
+        merge_settings,
+    )
 
     out = merge_settings(DEFAULTS, _CHOICES, cfg, overrides)
     if not isinstance(out["model"], str) or not out["model"].strip():
         raise ConfigError(f"generate.pipeline.model: expected 'tiny', a pipeline directory or a hub id; "
                           f"found {out['model']!r}")
-    frames = _int("num_frames", out["num_frames"], 1, "a frame count 4k+1 (1, 5, 9, 17, ..., 81)")
+    frames = check_int("num_frames", out["num_frames"], 1, "a frame count 4k+1 (1, 5, 9, 17, ..., 81)")
     if (frames - 1) % 4:
         raise ConfigError(f"generate.pipeline.num_frames: expected 4k+1 frames (1, 5, 9, 17, ..., 81: the Wan VAE "
                           f"is causal 3-D with x4 temporal compression); found {frames}")
     out["num_frames"] = frames
     for key in ("height", "width"):
-        out[key] = _int(key, out[key], 16, "a positive multiple of 16 pixels")
+        out[key] = check_int(key, out[key], 16, "a positive multiple of 16 pixels")
         if out[key] % 16:
             raise ConfigError(f"generate.pipeline.{key}: expected a positive multiple of 16 pixels (VAE x8 times "
                               f"2x2 patches); found {out[key]}")
-    out["steps"] = _int("steps", out["steps"], 1, "a positive integer")
-    out["batch_size"] = _int("batch_size", out["batch_size"], 1, "a positive integer")
-    out["max_sequence_length"] = _int("max_sequence_length", out["max_sequence_length"], 0,
-                                      "0 or a positive number of tokens")
-    g = _number(out["guidance_scale"])
-    if g is None or not np.isfinite(g) or g < 0:
-        raise ConfigError(f"generate.pipeline.guidance_scale: expected a number >= 0; found {out['guidance_scale']!r}")
-    out["guidance_scale"] = g
+    out["steps"] = check_int("steps", out["steps"])
+    out["batch_size"] = check_int("batch_size", out["batch_size"])
+    out["max_sequence_length"] = check_int("max_sequence_length", out["max_sequence_length"], 0,
+                                           "0 or a positive number of tokens")
+    out["guidance_scale"] = check_number("guidance_scale", out["guidance_scale"])
     if out["flow_shift"] is not None:
-        shift = _number(out["flow_shift"])
-        if shift is None or not np.isfinite(shift) or shift <= 0:
-            raise ConfigError(f"generate.pipeline.flow_shift: expected null or a number > 0; "
-                              f"found {out['flow_shift']!r}")
-        out["flow_shift"] = shift
+        out["flow_shift"] = check_number("flow_shift", out["flow_shift"], what="null or a number > 0", open_low=True)
     for key in ("vae_slicing", "vae_tiling", "exact_cpu"):
-        _bool(key, out[key])
+        check_bool(key, out[key])
     return out
 
 

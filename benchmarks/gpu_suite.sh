@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark suite in one command: ridge, features, generation, backends -> DIR/gpu_suite.json + .tsv
 #
-#   bash benchmarks/gpu_suite.sh [--out DIR] [--only ridge features generation backends]   # one H200: ~4-7 min
-#   bash benchmarks/gpu_suite.sh --cpu-smoke --out DIR                            # CPU, tiny sizes, < 1 min
+#   bash benchmarks/gpu_suite.sh [--out DIR] [--only ridge features generation backends]   # one H200: ~5-9 min
+#   bash benchmarks/gpu_suite.sh --cpu-smoke --out DIR                            # CPU, tiny sizes, ~1.5 min
 #
 # Runs from the repository checkout on a bare GPU machine without network: packages that machine lacks
 # (diffusers, himalaya) travel as wheels in .whl/ (git-ignored), made on a machine with PyPI access by

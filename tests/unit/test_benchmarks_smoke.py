@@ -111,17 +111,28 @@ def test_gpu_suite_cpu_smoke(tmp_path):
     assert _number(generation["cc2017_test_gpu_hours_tuned"]) and _number(generation["speedup_tuned_vs_naive"])
 
     backends = doc["sections"]["backends"]["record"]["results"]
-    assert set(backends) == {"animatediff", "wan", "svd"}
+    audio_rows = {"audioldm2", "audioldm"}
+    assert set(backends) == {"animatediff", "wan", "svd"} | audio_rows
     for name, row in backends.items():
         assert row["ok"] and row["exit_code"] == 0 and row["phase"] == "done", (name, row)
-        assert row["generation_function"] == f"fmrivid.generate.{name}.generate"
         for key in ("s_per_clip_measured", "s_per_clip_extrapolated", "denoise_s_per_step_per_clip", "peak_mib",
                     "cc2017_test_gpu_hours_extrapolated", "build_seconds", "process_seconds"):
             assert _number(row[key]) and row[key] > 0, (name, key, row[key])
         settings = row["settings"]
-        # one full batch at the configured geometry went through the backend's generate()
-        geometry = [settings[k] for k in ("batch_size", "num_frames", "height", "width")]
-        assert row["shape"] == geometry + [3]
+        if name in audio_rows:
+            # one full batch of captions went through fmrivid.stimuli.audio.synthesize: one waveform of a CC2017
+            # clip's 2 s per caption at the vocoder's rate, with the features.audio defaults but the batch size
+            assert row["generation_function"] == "fmrivid.stimuli.audio.synthesize"
+            assert settings["pipeline"] == name and settings["sampling_rate"] == 16000
+            assert settings["duration"] == 2.0 and settings["dtype"] == "float32"
+            assert (settings["steps"], settings["guidance_scale"], settings["exact_cpu"]) == (10, 2.5, True)
+            assert row["shape"] == [settings["batch_size"], 32000]
+            assert 0 < row["other_s_per_clip"]  # text encoding, VAE decoding and the vocoder
+        else:
+            assert row["generation_function"] == f"fmrivid.generate.{name}.generate"
+            # one full batch at the configured geometry went through the backend's generate()
+            geometry = [settings[k] for k in ("batch_size", "num_frames", "height", "width")]
+            assert row["shape"] == geometry + [3]
         assert row["clips"] == settings["batch_size"] and 1 <= row["steps_timed"] <= 2
         assert row["extrapolated_to_steps"] == row["default_steps"] == settings["steps"]
         # the denoiser ran at least once per clip and step, inside the timed run
@@ -148,6 +159,67 @@ def _gpu_suite_module():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _generate_module():
+    spec = importlib.util.spec_from_file_location("generate_under_test", REPO / "benchmarks" / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_audio_backends_real_size_architectures():
+    """The audio rows' real-size pipelines (benchmarks/generate.py), built on the meta device (no memory, no
+    weights): the published component configs and sizes of cvssp/audioldm2 and cvssp/audioldm-s-full-v2."""
+    import torch
+
+    bg = _generate_module()
+    assert set(bg.AUDIO_BACKENDS) <= set(bg.BACKENDS)
+    cfg = bg.audio_real_configs("audioldm2")
+    unet = cfg["unet"]
+    # cvssp/audioldm2 unet/config.json
+    assert unet["block_out_channels"] == (128, 256, 384, 640) and unet["in_channels"] == 8
+    assert [list(c) for c in unet["cross_attention_dim"]] == [[None, 768, 1024]] * 4
+    assert unet["down_block_types"][0] == "DownBlock2D" and unet["layers_per_block"] == 2
+    t5, gpt2, clap = cfg["text_encoder_2"], cfg["language_model"], cfg["text_encoder"]
+    # google/flan-t5-large, gpt2, laion/clap-htsat-unfused (text tower; the audio tower as AudioLDM 2 updates it)
+    assert (t5.d_model, t5.d_ff, t5.num_layers, t5.num_heads, t5.vocab_size) == (1024, 2816, 24, 16, 32128)
+    assert t5.is_gated_act and (gpt2.n_embd, gpt2.n_layer, gpt2.n_head, gpt2.vocab_size) == (768, 12, 12, 50257)
+    text = clap.text_config
+    assert (text.hidden_size, text.num_hidden_layers, text.vocab_size, text.max_position_embeddings,
+            clap.projection_dim) == (768, 12, 50265, 514, 512)
+    assert clap.audio_config.hidden_size == 1024 and list(clap.audio_config.depths) == [2, 2, 12, 2]
+    assert cfg["projection_model"] == {"text_encoder_dim": 512, "text_encoder_1_dim": 1024, "langauge_model_dim": 768}
+    vocoder = cfg["vocoder"]  # 10 ms hop at 16 kHz from 64 mel bins
+    assert (math.prod(vocoder.upsample_rates), vocoder.sampling_rate, vocoder.model_in_dim) == (160, 16000, 64)
+    old = bg.audio_real_configs("audioldm")
+    # cvssp/audioldm-s-full-v2 unet/config.json: self-attention only, the CLAP embedding as a FiLM class embedding
+    assert old["unet"]["cross_attention_dim"] == old["unet"]["block_out_channels"] == (128, 256, 384, 640)
+    assert old["unet"]["projection_class_embeddings_input_dim"] == old["text_encoder"].projection_dim == 512
+    assert old["vae"]["latent_channels"] == cfg["vae"]["latent_channels"] == 8
+
+    with torch.device("meta"):
+        pipes = {name: bg._audio_real_pipeline(name) for name in bg.AUDIO_BACKENDS}
+    params = {name: bg._params_m(pipe) for name, pipe in pipes.items()}
+    new = params["audioldm2"]
+    # cvssp/audioldm2 model card: UNet 350M, 1.1B in all; cvssp/audioldm-s-full-v2 model card (Table 1): 421M
+    assert 340 < new["unet"] < 360 and 1050 < sum(new.values()) < 1150, new
+    assert 415 < sum(params["audioldm"].values()) < 427, params["audioldm"]
+    # the flan-t5-large encoder with its 32,128 x 1024 embedding table; GPT-2 base
+    assert new["text_encoder_2"] == pytest.approx(341.2, abs=0.5)
+    assert new["language_model"] == pytest.approx(124.4, abs=0.5)
+    assert type(pipes["audioldm2"].unet).__name__ == "AudioLDM2UNet2DConditionModel"
+    assert pipes["audioldm2"].language_model.config.max_new_tokens == 8
+
+    # generated tokenizers: the real maximum lengths, each caption word one token, every id a row of the real table
+    pipe = pipes["audioldm2"]
+    assert pipe.tokenizer.model_max_length == 512 and pipe.tokenizer_2.model_max_length == 128
+    caption = bg.AUDIO_CAPTIONS[0]
+    clap_ids = pipe.tokenizer([caption]).input_ids[0]
+    t5_ids = pipe.tokenizer_2([caption]).input_ids[0]
+    assert len(clap_ids) == len(caption.split()) + 2 and len(t5_ids) == len(caption.split()) + 1
+    assert max(clap_ids) < text.vocab_size and max(t5_ids) < t5.vocab_size
+    assert pipes["audioldm"].tokenizer.model_max_length == 512
 
 
 def test_gpu_suite_backend_row_failures():

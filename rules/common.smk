@@ -221,13 +221,6 @@ KEYFRAME_VAE = FEATURES["vae_model"] if GENERATION_METHODS[METHOD].keyframe else
 FINETUNE = DIFFUSERS and config["generate"]["finetune"]["enabled"]
 # GLFA stage 2 (generate.finetune.cotrain): rule cotrain_generator instead of finetune_generator
 COTRAIN = FINETUNE and config["generate"]["finetune"]["cotrain"]
-# what rule finetune_generator trains on: Wan encodes the training frames with its own 3-D VAE, the others read
-# the per-frame latents of their own (2-D) VAE
-FINETUNE_SOURCE = (
-    {"frames_path": res("features/frames.h5")}
-    if GENERATION_METHODS[METHOD].generator == "wan"
-    else {"vae_frames_path": res("features/vae_frames.h5")}
-)
 SURFACE = config["preprocess"]["surface"]
 VARIANTS = dict(config["generate"]["variants"]) or {METHOD: {}}  # generation variants, each evaluated as a method
 LAG_FEATURE = config["preprocess"]["qc"]["lag_scan_feature"]
@@ -462,3 +455,11 @@ def _extras_asked():
 
 
 EXTRAS_ASKED = _extras_asked()
+
+
+def finetune_source(wildcards):
+    """The training data of finetune_generator (the rule). Wan encodes the training frames with its own 3-D VAE, the other
+    generators read the per-frame latents of their own (2-D) VAE."""
+    if GENERATION_METHODS[METHOD].generator == "wan":
+        return {"frames_path": res("features/frames.h5")}
+    return {"vae_frames_path": res("features/vae_frames.h5")}

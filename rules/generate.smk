@@ -94,7 +94,7 @@ if DIFFUSERS:
 
 rule finetune_generator:
     input:
-        **FINETUNE_SOURCE,
+        unpack(finetune_source),
         tokens_path=res("features/text_tokens.h5"),
         splits_path=res("splits.tsv"),
     output:

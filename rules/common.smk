@@ -458,8 +458,8 @@ EXTRAS_ASKED = _extras_asked()
 
 
 def finetune_source(wildcards):
-    """The training data of finetune_generator (the rule). Wan encodes the training frames with its own 3-D VAE, the other
-    generators read the per-frame latents of their own (2-D) VAE."""
+    """The training data of finetune_generator (the rule). Wan encodes the training frames with its own 3-D
+    VAE, the other generators read the per-frame latents of their own (2-D) VAE."""
     if GENERATION_METHODS[METHOD].generator == "wan":
         return {"frames_path": res("features/frames.h5")}
     return {"vae_frames_path": res("features/vae_frames.h5")}

@@ -130,3 +130,9 @@ def one_torch_thread():
 
 def quiet(_message):
     """A ``log`` callable that drops its messages."""
+
+
+def write_split_table(path, ids, split):
+    """A minimal ``splits.tsv`` (clip_id, split, file, caption) for stage tests that read training rows."""
+    pd.DataFrame({"clip_id": list(ids), "split": list(split), "file": [f"{c}.mp4" for c in ids],
+                  "caption": ["x"] * len(ids)}).to_csv(path, sep="\t", index=False)

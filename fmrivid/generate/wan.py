@@ -724,12 +724,12 @@ def training_latents(pipe, frames, batch_size=2, log=print):
 
 
 def training_tokens(tokens, max_sequence_length):
-    """Token features (N, L, D) zero-padded to ``max_sequence_length`` rows, as :func:`generate` pads decoded ones."""
+    """Token features (N, L, D) checked and zero-padded exactly as :func:`generate` takes decoded ones (to
+    ``max_sequence_length`` rows; 0 keeps L)."""
     tokens = np.asarray(tokens, dtype=np.float32)
-    if tokens.ndim != 3 or not 1 <= tokens.shape[1] <= int(max_sequence_length):
-        raise InputError("features/text_tokens.h5", f"(N, L, D) token features with L <= max_sequence_length="
-                         f"{max_sequence_length}", f"shape {tokens.shape}")
-    return _pad(tokens, int(max_sequence_length))
+    n, width = (len(tokens), tokens.shape[-1]) if tokens.ndim == 3 else (0, 0)
+    tokens, length = _tokens({"text_tokens": tokens}, n, width, int(max_sequence_length))
+    return _pad(tokens, length)
 
 
 # --------------------------------------------------------------------------- generation

@@ -16,11 +16,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, quiet
+from conftest import REPO, quiet, write_split_table
 
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate import animatediff as ad
@@ -200,8 +199,7 @@ def test_stage_dispatches_on_the_method_and_reads_training_rows_only(tmp_path, m
     lat[[1, 4]], tok[[1, 4]] = np.nan, np.nan  # test rows: training would refuse them (non-finite)
     write_features(tmp_path / "vae_frames.h5", ids, lat)
     write_features(tmp_path / "text_tokens.h5", ids, tok)
-    pd.DataFrame({"clip_id": ids, "split": split, "file": [f"{c}.mp4" for c in ids],
-                  "caption": ["x"] * 6}).to_csv(tmp_path / "splits.tsv", sep="\t", index=False)
+    write_split_table(tmp_path / "splits.tsv", ids, split)
     seen = {}
     real = ft.finetune
 

@@ -16,11 +16,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import REPO, quiet
+from conftest import REPO, quiet, write_split_table
 
 from fmrivid.errors import ConfigError, InputError
 from fmrivid.generate import wan
@@ -153,8 +152,7 @@ def test_stage_encodes_the_training_frames_only_and_pads_their_tokens(tmp_path, 
     tok[[1, 4]] = np.nan  # test rows: training would refuse them (non-finite)
     write_features(tmp_path / "frames.h5", ids, frames)
     write_features(tmp_path / "text_tokens.h5", ids, tok)
-    pd.DataFrame({"clip_id": ids, "split": split, "file": [f"{c}.mp4" for c in ids],
-                  "caption": ["x"] * 6}).to_csv(tmp_path / "splits.tsv", sep="\t", index=False)
+    write_split_table(tmp_path / "splits.tsv", ids, split)
     seen = {}
     real = ft.finetune
 
